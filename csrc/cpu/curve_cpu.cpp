@@ -1,0 +1,50 @@
+// CPU curve decoding (coordinate -> point) and codebook expansion (K -> 2K).
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <type_traits>
+
+#include "sfvq/kernels.h"
+#include "sfvq/segment.h"
+
+namespace sfvq::cpu {
+namespace {
+
+// out[r] = curve point at coordinate coord_of(r), for r in [0, rows).
+template <typename scalar_t, typename CoordOf>
+void points_at(const at::Tensor& codebook, int64_t rows, const CoordOf& coord_of, at::Tensor& out) {
+  using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+  const int64_t K = codebook.size(0), D = codebook.size(1);
+  const scalar_t* c = codebook.data_ptr<scalar_t>();
+  scalar_t* o = out.data_ptr<scalar_t>();
+  at::parallel_for(0, rows, 256, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      int64_t j;
+      acc_t f;
+      locate_coordinate(static_cast<acc_t>(coord_of(r)), K, j, f);
+      const scalar_t *c0 = c + j * D, *c1 = c0 + D;
+      for (int64_t k = 0; k < D; ++k)
+        o[r * D + k] = static_cast<scalar_t>(lerp(static_cast<acc_t>(c0[k]), static_cast<acc_t>(c1[k]), f));
+    }
+  });
+}
+
+}  // namespace
+
+void decode(const at::Tensor& coord, const at::Tensor& codebook, at::Tensor& out) {
+  const at::Tensor u = coord.to(codebook.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, codebook.scalar_type(), "sfvq_decode_cpu", [&] {
+    using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+    const acc_t* up = u.data_ptr<acc_t>();
+    points_at<scalar_t>(codebook, u.numel(), [up](int64_t r) { return up[r]; }, out);
+  });
+}
+
+void expand(const at::Tensor& codebook, double eps, at::Tensor& out) {
+  const int64_t K = codebook.size(0);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, codebook.scalar_type(), "sfvq_expand_cpu", [&] {
+    points_at<scalar_t>(codebook, 2 * K, [K, eps](int64_t n) { return expanded_vertex_coordinate(n, K, eps); }, out);
+  });
+}
+
+}  // namespace sfvq::cpu

@@ -1,0 +1,455 @@
+// CPU nearest-segment projection and nearest-point search.
+//
+// Both are "one GEMM plus an epilogue" (DESIGN.md section 1): for a block of
+// rows, G = X_c C_c^T (inputs and codebook centred on the codebook mean), then
+// a per-row epilogue scores every segment (or vertex) from adjacent columns of
+// G, keeps the best few candidates, and re-ranks those exactly in float64 from
+// the original values. The expanded scores only choose candidates; every
+// returned number comes from the direct formula. Rows are processed in blocks,
+// in parallel, so no N x K buffer ever exists.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+#include "sfvq/kernels.h"
+#include "sfvq/segment.h"
+
+// Hot loops are compiled twice, for AVX2+FMA and for the baseline, and the
+// right one is picked at load time from what the CPU supports.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define SFVQ_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define SFVQ_SIMD_CLONES
+#endif
+#define SFVQ_INLINE inline __attribute__((always_inline))
+
+namespace sfvq::cpu {
+namespace {
+
+// The expanded scores (rounded) only nominate candidates: every score within
+// the rounding error bound of the row's best score may belong to the true best
+// and is re-ranked exactly. Usually that is one or two; at most kCandidates
+// (the lowest scores) are kept, which covers many-way ties.
+constexpr int kCandidates = 8;
+constexpr int64_t kScanChunk = 32;
+
+// ---------------------------------------------------------------------------
+// Vectorised loops (float and double overloads of one template body each).
+
+template <typename T>
+SFVQ_INLINE void segment_scores_impl(const T* __restrict g, const T* __restrict a, const T* __restrict n,
+                                     const T* __restrict b, const T* __restrict inv_b, int64_t segments,
+                                     T* __restrict out) {
+#pragma omp simd
+  for (int64_t i = 0; i < segments; ++i) out[i] = segment_score(g[i], g[i + 1], a[i], n[i], b[i], inv_b[i]);
+}
+SFVQ_SIMD_CLONES void segment_scores(const float* g, const float* a, const float* n, const float* b,
+                                     const float* inv_b, int64_t segments, float* out) {
+  segment_scores_impl(g, a, n, b, inv_b, segments, out);
+}
+SFVQ_SIMD_CLONES void segment_scores(const double* g, const double* a, const double* n, const double* b,
+                                     const double* inv_b, int64_t segments, double* out) {
+  segment_scores_impl(g, a, n, b, inv_b, segments, out);
+}
+
+// ||x - c||^2 - ||x||^2 = n_j - 2 g_j for every vertex.
+template <typename T>
+SFVQ_INLINE void vertex_scores_impl(const T* __restrict g, const T* __restrict n, int64_t count, T* __restrict out) {
+#pragma omp simd
+  for (int64_t j = 0; j < count; ++j) out[j] = n[j] - T(2) * g[j];
+}
+SFVQ_SIMD_CLONES void vertex_scores(const float* g, const float* n, int64_t count, float* out) {
+  vertex_scores_impl(g, n, count, out);
+}
+SFVQ_SIMD_CLONES void vertex_scores(const double* g, const double* n, int64_t count, double* out) {
+  vertex_scores_impl(g, n, count, out);
+}
+
+// out = x - mean (in the GEMM's precision). Returns ||out||^2, or NaN if the
+// row holds NaN or Inf (v * 0 is 0 for finite v, NaN otherwise).
+template <typename S, typename T>
+SFVQ_INLINE T center_row_impl(const S* __restrict x, const T* __restrict mean, int64_t D, T* __restrict out) {
+  T squared_norm = 0, poison = 0;
+#pragma omp simd reduction(+ : squared_norm, poison)
+  for (int64_t k = 0; k < D; ++k) {
+    const T v = static_cast<T>(x[k]) - mean[k];
+    out[k] = v;
+    squared_norm += v * v;
+    poison += v * T(0);
+  }
+  return poison == T(0) ? squared_norm : std::numeric_limits<T>::quiet_NaN();
+}
+SFVQ_SIMD_CLONES float center_row(const float* x, const float* mean, int64_t D, float* out) {
+  return center_row_impl(x, mean, D, out);
+}
+SFVQ_SIMD_CLONES double center_row(const double* x, const double* mean, int64_t D, double* out) {
+  return center_row_impl(x, mean, D, out);
+}
+template <typename S, typename T>
+T center_row(const S* x, const T* mean, int64_t D, T* out) {  // float16 / bfloat16
+  return center_row_impl(x, mean, D, out);
+}
+
+// Minimum of a short run of scores (lets the candidate scan skip whole chunks).
+template <typename T>
+SFVQ_INLINE T min_of_impl(const T* __restrict v, int64_t count) {
+  T m = std::numeric_limits<T>::infinity();
+#pragma omp simd reduction(min : m)
+  for (int64_t i = 0; i < count; ++i) m = v[i] < m ? v[i] : m;
+  return m;
+}
+SFVQ_SIMD_CLONES float min_of(const float* v, int64_t count) { return min_of_impl(v, count); }
+SFVQ_SIMD_CLONES double min_of(const double* v, int64_t count) { return min_of_impl(v, count); }
+
+// out = lerp(c0, c1, t), rounded to the output dtype.
+template <typename S>
+SFVQ_INLINE void write_point_impl(const double* __restrict c0, const double* __restrict c1, double t, int64_t D,
+                                  S* __restrict out) {
+#pragma omp simd
+  for (int64_t k = 0; k < D; ++k) out[k] = static_cast<S>(lerp(c0[k], c1[k], t));
+}
+SFVQ_SIMD_CLONES void write_point(const double* c0, const double* c1, double t, int64_t D, float* out) {
+  write_point_impl(c0, c1, t, D, out);
+}
+SFVQ_SIMD_CLONES void write_point(const double* c0, const double* c1, double t, int64_t D, double* out) {
+  write_point_impl(c0, c1, t, D, out);
+}
+template <typename S>
+void write_point(const double* c0, const double* c1, double t, int64_t D, S* out) {  // float16 / bfloat16
+  write_point_impl(c0, c1, t, D, out);
+}
+
+// Exact (float64) terms of x against segment c0 -> c1: p = <x - c0, d>, q = ||x - c0||^2.
+template <typename X>
+SFVQ_INLINE void segment_terms_impl(const X* __restrict x, const double* __restrict c0,
+                                    const double* __restrict c1, int64_t D, double& p_out, double& q_out) {
+  double p = 0, q = 0;
+#pragma omp simd reduction(+ : p, q)
+  for (int64_t k = 0; k < D; ++k) {
+    const double e = static_cast<double>(x[k]) - c0[k];
+    p += e * (c1[k] - c0[k]);
+    q += e * e;
+  }
+  p_out = p;
+  q_out = q;
+}
+SFVQ_SIMD_CLONES void segment_terms(const float* x, const double* c0, const double* c1, int64_t D, double& p,
+                                    double& q) {
+  segment_terms_impl(x, c0, c1, D, p, q);
+}
+SFVQ_SIMD_CLONES void segment_terms(const double* x, const double* c0, const double* c1, int64_t D, double& p,
+                                    double& q) {
+  segment_terms_impl(x, c0, c1, D, p, q);
+}
+
+// ||x - lerp(c0, c1, t)||^2 summed directly, for when the expanded form cancels.
+template <typename X>
+SFVQ_INLINE double residual_impl(const X* __restrict x, const double* __restrict c0, const double* __restrict c1,
+                                 double t, int64_t D) {
+  double s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t k = 0; k < D; ++k) {
+    const double e = static_cast<double>(x[k]) - lerp(c0[k], c1[k], t);
+    s += e * e;
+  }
+  return s;
+}
+SFVQ_SIMD_CLONES double residual(const float* x, const double* c0, const double* c1, double t, int64_t D) {
+  return residual_impl(x, c0, c1, t, D);
+}
+SFVQ_SIMD_CLONES double residual(const double* x, const double* c0, const double* c1, double t, int64_t D) {
+  return residual_impl(x, c0, c1, t, D);
+}
+
+// ---------------------------------------------------------------------------
+
+// Indices whose score is within `tolerance` of the row's minimum, in score
+// order (equal scores keep the lower index), at most kCandidates of them.
+template <typename T>
+struct Candidates {
+  int count = 0;
+  int64_t index[kCandidates];
+  T score[kCandidates];
+
+  void offer(T v, int64_t i) {
+    if (count == kCandidates && !(v < score[kCandidates - 1])) return;
+    int pos = count < kCandidates ? count++ : kCandidates - 1;
+    while (pos > 0 && v < score[pos - 1]) {
+      score[pos] = score[pos - 1];
+      index[pos] = index[pos - 1];
+      --pos;
+    }
+    score[pos] = v;
+    index[pos] = i;
+  }
+};
+
+template <typename T>
+Candidates<T> contenders(const T* scores, int64_t count, T tolerance) {
+  const T threshold = min_of(scores, count) + tolerance;
+  Candidates<T> c;
+  for (int64_t begin = 0; begin < count; begin += kScanChunk) {
+    const int64_t end = std::min(count, begin + kScanChunk);
+    if (min_of(scores + begin, end - begin) > threshold) continue;
+    for (int64_t i = begin; i < end; ++i)
+      if (scores[i] <= threshold) c.offer(scores[i], i);
+  }
+  return c;
+}
+
+struct SegmentFit {
+  int64_t segment = -1;
+  double t = 0;
+  double dist = std::numeric_limits<double>::infinity();
+};
+
+// Codebook data for one call: the centred copy and per-vertex/segment terms in
+// the GEMM's precision (to choose candidates), and float64 originals (to answer).
+template <typename acc_t>
+struct CodebookTables {
+  int64_t K, D;
+  std::vector<acc_t> mean;           // (D,)
+  at::Tensor centered;               // (K, D) acc_t, GEMM operand
+  std::vector<acc_t> a, n, b, inv_b; // <c_i, d_i>, ||c_j||^2, ||d_i||^2, 1/||d_i||^2 (centred)
+  at::Tensor exact;                  // (K, D) float64, original values
+  std::vector<double> b64, inv_b64;  // ||d_i||^2 and its inverse from the originals
+  acc_t max_n = 0;                   // max_j ||c_j||^2 (centred)
+
+  CodebookTables(const at::Tensor& codebook, bool with_segments) : K(codebook.size(0)), D(codebook.size(1)) {
+    exact = codebook.to(at::kDouble).contiguous();
+    const double* c = exact.data_ptr<double>();
+    std::vector<double> m(D, 0.0);
+    for (int64_t j = 0; j < K; ++j)
+      for (int64_t k = 0; k < D; ++k) m[k] += c[j * D + k];
+    mean.resize(D);
+    for (int64_t k = 0; k < D; ++k) mean[k] = static_cast<acc_t>(m[k] / static_cast<double>(K));
+
+    centered = at::empty({K, D}, codebook.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
+    acc_t* cc = centered.data_ptr<acc_t>();
+    n.assign(K, 0);
+    for (int64_t j = 0; j < K; ++j) {
+      double nj = 0;
+      for (int64_t k = 0; k < D; ++k) {
+        cc[j * D + k] = static_cast<acc_t>(c[j * D + k]) - mean[k];
+        nj += static_cast<double>(cc[j * D + k]) * cc[j * D + k];
+      }
+      n[j] = static_cast<acc_t>(nj);
+      max_n = std::max(max_n, n[j]);
+    }
+    if (!with_segments) return;
+    const int64_t S = K - 1;
+    a.assign(S, 0), b.assign(S, 0), inv_b.assign(S, 0), b64.assign(S, 0), inv_b64.assign(S, 0);
+    for (int64_t i = 0; i < S; ++i) {
+      double ai = 0, bi = 0, bi64 = 0;
+      for (int64_t k = 0; k < D; ++k) {
+        const double ci = cc[i * D + k], di = static_cast<double>(cc[(i + 1) * D + k]) - ci;
+        ai += ci * di;
+        bi += di * di;
+        const double d64 = c[(i + 1) * D + k] - c[i * D + k];
+        bi64 += d64 * d64;
+      }
+      a[i] = static_cast<acc_t>(ai);
+      b[i] = static_cast<acc_t>(bi);
+      inv_b[i] = inverse_or_zero(b[i]);
+      b64[i] = bi64;
+      inv_b64[i] = inverse_or_zero(bi64);
+    }
+  }
+
+  const double* vertex(int64_t j) const { return exact.data_ptr<double>() + j * D; }
+
+  // Bound on the difference between two rounded scores of a row whose centred
+  // squared norm is xn (the width of the contender window). A GEMM entry g_j is off by at most D u ||x|| ||c_j||
+  // (u: unit round-off of acc_t); a score adds at most 3 such errors plus a
+  // few round-offs of its terms, each below xn + 4 max_n. Candidates farther
+  // than this from the best score cannot be the true best.
+  acc_t score_tolerance(acc_t xn) const {
+    constexpr acc_t u = std::numeric_limits<acc_t>::epsilon() / 2;
+    return (acc_t(6) * static_cast<acc_t>(D) + acc_t(24)) * u * (xn + acc_t(4) * max_n);
+  }
+
+  // Exact distance from x to segment i, float64.
+  template <typename X>
+  SegmentFit fit_segment(const X* x, int64_t i) const {
+    const double *c0 = vertex(i), *c1 = vertex(i + 1);
+    double p, q;
+    segment_terms(x, c0, c1, D, p, q);
+    SegmentFit f;
+    f.segment = i;
+    f.t = segment_t(p, inv_b64[i]);
+    f.dist = expanded_squared_distance(q, p, b64[i], f.t);
+    // The expanded form loses digits when the distance is far below ||x - c0||^2
+    // (a point close to a long segment): sum it directly then.
+    if (f.dist < 1e-3 * q) f.dist = residual(x, c0, c1, f.t, D);
+    return f;
+  }
+
+  template <typename X>
+  double vertex_distance(const X* x, int64_t j) const {
+    const double* c = vertex(j);
+    return residual(x, c, c, 0.0, D);
+  }
+};
+
+// Block size: keep a block's K scores per row (G) within ~512 KiB of cache,
+// and make at least one block per thread.
+int64_t rows_per_block(int64_t N, int64_t K, int64_t elem_size) {
+  int64_t rows = std::clamp<int64_t>((int64_t{1} << 19) / (K * elem_size), 16, 512);
+  const int64_t per_thread = (N + at::get_num_threads() - 1) / at::get_num_threads();
+  rows = std::min(rows, std::max<int64_t>(8, (per_thread + 7) / 8 * 8));
+  return rows;
+}
+
+// Runs the block GEMM + epilogue over all rows of x and calls
+// finish(row, x_row, candidates) for each row, in parallel over blocks.
+// x_row is the row's exact values as float (float/half/bfloat16 input) or double.
+template <typename scalar_t, typename acc_t, typename Finish>
+void search_rows(const at::Tensor& x, const CodebookTables<acc_t>& tables, bool segments, const Finish& finish) {
+  using row_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+  const int64_t N = x.size(0), D = tables.D, K = tables.K;
+  const int64_t items = segments ? K - 1 : K;
+  const int64_t block = rows_per_block(N, K, sizeof(acc_t));
+  const int64_t nblocks = (N + block - 1) / block;
+  const scalar_t* xp = x.data_ptr<scalar_t>();
+  const auto acc_opts = x.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
+  const at::Tensor codebook_t = tables.centered.t();
+  std::atomic<int64_t> first_bad_row{N};
+
+  at::parallel_for(0, nblocks, 1, [&](int64_t block_begin, int64_t block_end) {
+    at::Tensor xc = at::empty({block, D}, acc_opts);
+    at::Tensor g = at::empty({block, K}, acc_opts);
+    std::vector<acc_t> scores(items), row_norm(block);
+    std::vector<row_t> row_copy(std::is_same_v<scalar_t, row_t> ? 0 : D);
+    for (int64_t blk = block_begin; blk < block_end; ++blk) {
+      const int64_t r0 = blk * block, rows = std::min(block, N - r0);
+      acc_t* xcp = xc.data_ptr<acc_t>();
+      bool finite = true;
+      for (int64_t r = 0; r < rows; ++r) {
+        row_norm[r] = center_row(xp + (r0 + r) * D, tables.mean.data(), D, xcp + r * D);
+        if (std::isnan(row_norm[r])) {
+          int64_t seen = first_bad_row.load();
+          while (r0 + r < seen && !first_bad_row.compare_exchange_weak(seen, r0 + r)) {
+          }
+          finite = false;
+          break;
+        }
+      }
+      if (!finite) continue;
+      at::Tensor g_rows = g.narrow(0, 0, rows);
+      at::mm_out(g_rows, xc.narrow(0, 0, rows), codebook_t);
+      const acc_t* gp = g.data_ptr<acc_t>();
+      for (int64_t r = 0; r < rows; ++r) {
+        const acc_t* grow = gp + r * K;
+        if (segments)
+          segment_scores(grow, tables.a.data(), tables.n.data(), tables.b.data(), tables.inv_b.data(), items,
+                         scores.data());
+        else
+          vertex_scores(grow, tables.n.data(), items, scores.data());
+        const Candidates<acc_t> cand = contenders(scores.data(), items, tables.score_tolerance(row_norm[r]));
+        const scalar_t* xrow = xp + (r0 + r) * D;
+        if constexpr (std::is_same_v<scalar_t, row_t>) {
+          finish(r0 + r, xrow, cand);
+        } else {
+          for (int64_t k = 0; k < D; ++k) row_copy[k] = static_cast<row_t>(xrow[k]);
+          finish(r0 + r, static_cast<const row_t*>(row_copy.data()), cand);
+        }
+      }
+    }
+  });
+  const int64_t bad = first_bad_row.load();
+  TORCH_CHECK_VALUE(bad == N, "sfvq: x contains NaN or Inf (first at row ", bad,
+                    " of the input flattened to (N, D)); remove or replace non-finite rows first");
+}
+
+// Among the candidates (vertices), the exactly nearest; equal distances pick the lower index.
+template <typename acc_t, typename X>
+std::pair<int64_t, double> best_vertex(const CodebookTables<acc_t>& tables, const X* x,
+                                       const Candidates<acc_t>& cand) {
+  int64_t best = -1;
+  double best_dist = std::numeric_limits<double>::infinity();
+  for (int c = 0; c < cand.count; ++c) {
+    const double d = tables.vertex_distance(x, cand.index[c]);
+    if (d < best_dist || (d == best_dist && cand.index[c] < best)) best = cand.index[c], best_dist = d;
+  }
+  return {best, best_dist};
+}
+
+template <typename scalar_t, typename acc_t>
+void project_typed(const at::Tensor& x, const at::Tensor& codebook, bool vertex_rule, Projection& out) {
+  const int64_t K = codebook.size(0), D = codebook.size(1);
+  const CodebookTables<acc_t> tables(codebook, /*with_segments=*/true);
+  using out_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+  scalar_t* point = out.point.data_ptr<scalar_t>();
+  int64_t* segment = out.segment.data_ptr<int64_t>();
+  out_t* t_out = out.t.data_ptr<out_t>();
+  out_t* coord = out.coord.data_ptr<out_t>();
+  out_t* dist = out.dist.data_ptr<out_t>();
+
+  auto write = [&](int64_t r, const SegmentFit& f) {
+    segment[r] = f.segment;
+    t_out[r] = static_cast<out_t>(f.t);
+    coord[r] = static_cast<out_t>(static_cast<double>(f.segment) + f.t);
+    dist[r] = static_cast<out_t>(f.dist);
+    write_point(tables.vertex(f.segment), tables.vertex(f.segment + 1), f.t, D, point + r * D);
+  };
+
+  if (!vertex_rule) {
+    search_rows<scalar_t, acc_t>(x, tables, /*segments=*/true, [&](int64_t r, const auto* xrow, const auto& cand) {
+      SegmentFit best;
+      for (int c = 0; c < cand.count; ++c) {
+        const SegmentFit f = tables.fit_segment(xrow, cand.index[c]);
+        if (f.dist < best.dist || (f.dist == best.dist && f.segment < best.segment)) best = f;
+      }
+      write(r, best);
+    });
+    return;
+  }
+  // The original authors' rule: nearest vertex j, moved into [1, K-2], then the
+  // better of segments j-1 and j (the lower one when they are equally good).
+  search_rows<scalar_t, acc_t>(x, tables, /*segments=*/false, [&](int64_t r, const auto* xrow, const auto& cand) {
+    if (K == 2) return write(r, tables.fit_segment(xrow, 0));
+    const int64_t j = std::clamp<int64_t>(best_vertex(tables, xrow, cand).first, 1, K - 2);
+    const SegmentFit before = tables.fit_segment(xrow, j - 1), after = tables.fit_segment(xrow, j);
+    write(r, after.dist < before.dist ? after : before);
+  });
+}
+
+template <typename scalar_t, typename acc_t>
+void nearest_typed(const at::Tensor& x, const at::Tensor& points, at::Tensor& index, at::Tensor& dist) {
+  const CodebookTables<acc_t> tables(points, /*with_segments=*/false);
+  using out_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+  int64_t* index_p = index.data_ptr<int64_t>();
+  out_t* dist_p = dist.data_ptr<out_t>();
+  search_rows<scalar_t, acc_t>(x, tables, /*segments=*/false, [&](int64_t r, const auto* xrow, const auto& cand) {
+    const auto [j, d] = best_vertex(tables, xrow, cand);
+    index_p[r] = j;
+    dist_p[r] = static_cast<out_t>(d);
+  });
+}
+
+}  // namespace
+
+void project(const at::Tensor& x, const at::Tensor& codebook, bool vertex_rule, Projection& out) {
+  if (x.size(0) == 0) return;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "sfvq_project_cpu", [&] {
+    using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+    project_typed<scalar_t, acc_t>(x, codebook, vertex_rule, out);
+  });
+}
+
+void nearest(const at::Tensor& x, const at::Tensor& points, at::Tensor& index, at::Tensor& dist) {
+  if (x.size(0) == 0) return;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "sfvq_nearest_cpu", [&] {
+    using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+    nearest_typed<scalar_t, acc_t>(x, points, index, dist);
+  });
+}
+
+}  // namespace sfvq::cpu

@@ -1,0 +1,79 @@
+// CUDA curve decoding (coordinate -> point) and codebook expansion (K -> 2K).
+// One thread per output element, 64-bit indexing, current stream.
+#include <ATen/core/Tensor.h>
+#include <ATen/Dispatch.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include <type_traits>
+
+#include "sfvq/kernels.h"
+#include "sfvq/segment.h"
+
+namespace sfvq::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+template <typename T>
+using acc_type = std::conditional_t<std::is_same_v<T, double>, double, float>;
+
+// Coordinate of output row r: read from a tensor (decode) or computed (expand).
+template <typename acc_t>
+struct CoordFromTensor {
+  const acc_t* u;
+  __device__ acc_t operator()(int64_t r) const { return u[r]; }
+};
+template <typename acc_t>
+struct CoordOfExpansion {
+  int64_t K;
+  acc_t eps;
+  __device__ acc_t operator()(int64_t n) const { return expanded_vertex_coordinate(n, K, eps); }
+};
+
+template <typename scalar_t, typename CoordOf>
+__global__ void points_at_kernel(const scalar_t* __restrict__ c, int64_t K, int64_t D, int64_t rows,
+                                 CoordOf coord_of, scalar_t* __restrict__ out) {
+  using acc_t = acc_type<scalar_t>;
+  const int64_t total = rows * D;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = e / D, k = e - r * D;
+    int64_t j;
+    acc_t f;
+    locate_coordinate(coord_of(r), K, j, f);
+    out[e] = static_cast<scalar_t>(lerp(static_cast<acc_t>(c[j * D + k]), static_cast<acc_t>(c[(j + 1) * D + k]), f));
+  }
+}
+
+template <typename scalar_t, typename CoordOf>
+void launch_points_at(const at::Tensor& codebook, int64_t rows, CoordOf coord_of, at::Tensor& out) {
+  const int64_t total = rows * codebook.size(1);
+  if (total == 0) return;
+  const int64_t blocks = std::min<int64_t>((total + kThreads - 1) / kThreads, int64_t{1} << 20);
+  points_at_kernel<scalar_t><<<blocks, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+      codebook.data_ptr<scalar_t>(), codebook.size(0), codebook.size(1), rows, coord_of, out.data_ptr<scalar_t>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+}  // namespace
+
+void decode(const at::Tensor& coord, const at::Tensor& codebook, at::Tensor& out) {
+  const c10::cuda::CUDAGuard guard(codebook.device());
+  const at::Tensor u = coord.to(codebook.scalar_type() == at::kDouble ? at::kDouble : at::kFloat).contiguous();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, codebook.scalar_type(), "sfvq_decode_cuda", [&] {
+    using acc_t = acc_type<scalar_t>;
+    launch_points_at<scalar_t>(codebook, u.numel(), CoordFromTensor<acc_t>{u.data_ptr<acc_t>()}, out);
+  });
+}
+
+void expand(const at::Tensor& codebook, double eps, at::Tensor& out) {
+  const c10::cuda::CUDAGuard guard(codebook.device());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, codebook.scalar_type(), "sfvq_expand_cuda", [&] {
+    using acc_t = acc_type<scalar_t>;
+    launch_points_at<scalar_t>(codebook, 2 * codebook.size(0),
+                               CoordOfExpansion<acc_t>{codebook.size(0), static_cast<acc_t>(eps)}, out);
+  });
+}
+
+}  // namespace sfvq::cuda

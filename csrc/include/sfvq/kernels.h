@@ -1,0 +1,36 @@
+// Kernel entry points. They take validated tensors (2-D, contiguous, same
+// dtype and device, finite codebook) and fill preallocated outputs; argument
+// checking and dispatch live in python/ops.cpp.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+namespace sfvq {
+
+// Outputs of the projection onto the curve, one entry per row of x.
+struct Projection {
+  at::Tensor point;    // (N, D), dtype of x
+  at::Tensor segment;  // (N,), int64
+  at::Tensor t;        // (N,), float32 (float64 for float64 input)
+  at::Tensor coord;    // (N,), segment + t, same dtype as t
+  at::Tensor dist;     // (N,), squared distance, same dtype as t
+};
+
+namespace cpu {
+// x: (N, D), codebook: (K, D), K >= 2. vertex_rule: the original authors' rule
+// (nearest vertex, then the better of its two segments) instead of the exact one.
+void project(const at::Tensor& x, const at::Tensor& codebook, bool vertex_rule, Projection& out);
+// x: (N, D), points: (M, D), M >= 1. index: (N,) int64, dist: (N,) like Projection::dist.
+void nearest(const at::Tensor& x, const at::Tensor& points, at::Tensor& index, at::Tensor& dist);
+// coord: (N,) floating, codebook: (K, D). out: (N, D), dtype of codebook.
+void decode(const at::Tensor& coord, const at::Tensor& codebook, at::Tensor& out);
+// codebook: (K, D). out: (2K, D).
+void expand(const at::Tensor& codebook, double eps, at::Tensor& out);
+}  // namespace cpu
+
+namespace cuda {
+void decode(const at::Tensor& coord, const at::Tensor& codebook, at::Tensor& out);
+void expand(const at::Tensor& codebook, double eps, at::Tensor& out);
+}  // namespace cuda
+
+}  // namespace sfvq

@@ -1,0 +1,86 @@
+// Point-to-segment and curve-coordinate math, written once and shared by the
+// CPU and CUDA kernels. Everything here is a tiny inline function on scalars.
+//
+// Curve: ordered vertices c_0 .. c_{K-1}; segment i joins c_i to c_{i+1},
+// direction d_i = c_{i+1} - c_i. See DESIGN.md section 1.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#if defined(__CUDACC__) || defined(__HIPCC__)
+#define SFVQ_HD __host__ __device__ __forceinline__
+#else
+#define SFVQ_HD inline
+#endif
+
+namespace sfvq {
+
+// 1 / ||d||^2, or 0 for a zero-length segment: multiplying by it then gives
+// t = 0 there, which is the nearest point rule for a degenerate segment.
+template <typename T>
+SFVQ_HD T inverse_or_zero(T squared_length) {
+  return squared_length > T(0) ? T(1) / squared_length : T(0);
+}
+
+template <typename T>
+SFVQ_HD T clamp_unit(T v) {
+  return v < T(0) ? T(0) : (v > T(1) ? T(1) : v);
+}
+
+// Parameter of the nearest point c + t d on a segment, t in [0, 1], from
+// p = <x - c, d> and 1/||d||^2.
+template <typename T>
+SFVQ_HD T segment_t(T p, T inv_squared_length) {
+  return clamp_unit(p * inv_squared_length);
+}
+
+// ||x - c - t d||^2 from q = ||x - c||^2, p = <x - c, d>, b = ||d||^2.
+// Exact algebra, but it cancels when the result is much smaller than q.
+template <typename T>
+SFVQ_HD T expanded_squared_distance(T q, T p, T b, T t) {
+  return q - T(2) * t * p + t * t * b;
+}
+
+// Expanded distance from x to segment i up to the per-row constant ||x||^2,
+// with g_j = <x, c_j>, a_i = <c_i, d_i>, n_i = ||c_i||^2, b_i = ||d_i||^2:
+// <x - c_i, d_i> = g_{i+1} - g_i - a_i and ||x - c_i||^2 - ||x||^2 = n_i - 2 g_i.
+template <typename T>
+SFVQ_HD T segment_score(T g_i, T g_next, T a_i, T n_i, T b_i, T inv_b_i) {
+  const T p = g_next - g_i - a_i;
+  const T t = segment_t(p, inv_b_i);
+  return expanded_squared_distance(n_i - T(2) * g_i, p, b_i, t);
+}
+
+// The point (1 - f) a + f b. This form returns b exactly at f = 1, so curve
+// points at integer coordinates are the codebook vectors themselves.
+template <typename T>
+SFVQ_HD T lerp(T a, T b, T f) {
+  return (T(1) - f) * a + f * b;
+}
+
+// Curve coordinate u -> (segment j, fraction f) for a curve of K >= 2 vertices:
+// u is clamped to [0, K-1], j = min(floor(u), K-2), f = u - j in [0, 1].
+template <typename T>
+SFVQ_HD void locate_coordinate(T u, int64_t K, int64_t& j, T& f) {
+  const T last = static_cast<T>(K - 1);
+  u = u < T(0) ? T(0) : (u > last ? last : u);
+  int64_t jj = static_cast<int64_t>(floor(u));
+  if (jj > K - 2) jj = K - 2;
+  j = jj;
+  f = u - static_cast<T>(jj);
+}
+
+// Expansion K -> 2K: curve coordinate of new vertex n (0 <= n < 2K). Old vertex
+// j < K/2 spawns coordinates j and j + eps; old vertex j >= K/2 spawns j - eps
+// and j. The curve keeps its shape and both end points.
+template <typename T>
+SFVQ_HD T expanded_vertex_coordinate(int64_t n, int64_t K, T eps) {
+  const int64_t j = n / 2;
+  const bool second = (n % 2) == 1;
+  const T u = static_cast<T>(j);
+  if (j < K / 2) return second ? u + eps : u;
+  return second ? u : u - eps;
+}
+
+}  // namespace sfvq

@@ -1,0 +1,53 @@
+// Operator schemas of the extension (one block) and their CPU registrations.
+#include <torch/library.h>
+
+#include "ops_common.h"
+
+namespace sfvq::binding {
+namespace {
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> project_cpu(const at::Tensor& x,
+                                                                                   const at::Tensor& codebook,
+                                                                                   c10::string_view mode) {
+  return project(x, codebook, mode, &cpu::project);
+}
+std::tuple<at::Tensor, at::Tensor> nearest_cpu(const at::Tensor& x, const at::Tensor& points) {
+  return nearest(x, points, &cpu::nearest);
+}
+at::Tensor decode_cpu(const at::Tensor& coord, const at::Tensor& codebook) {
+  return decode(coord, codebook, &cpu::decode);
+}
+at::Tensor expand_cpu(const at::Tensor& codebook, double eps) { return expand(codebook, eps, &cpu::expand); }
+
+}  // namespace
+}  // namespace sfvq::binding
+
+TORCH_LIBRARY(sfvq, m) {
+  // Fake (meta) kernels and autograd are registered from Python, in this module.
+  m.set_python_module("sfvq_ext.ops");
+  // Nearest point on the piecewise-linear curve through the codebook rows.
+  //   x: (..., D); codebook: (K, D), K >= 2, same dtype (float16/bfloat16/float32/float64) and device.
+  //   mode: "exact" (true nearest point) or "vertex" (the original authors' rule).
+  //   -> point (..., D) dtype of x; segment (...) int64 in [0, K-2]; t (...) in [0, 1];
+  //      coord (...) = segment + t; dist (...) squared distance. t, coord, dist are float32
+  //      (float64 for float64 input). Ties go to the smallest segment index.
+  m.def(
+      "project(Tensor x, Tensor codebook, str mode=\"exact\") -> "
+      "(Tensor point, Tensor segment, Tensor t, Tensor coord, Tensor dist)");
+  // Plain nearest neighbour. x: (..., D); points: (M, D), M >= 1.
+  //   -> index (...) int64, dist (...) squared distance, float32 (float64 for float64 input).
+  m.def("nearest(Tensor x, Tensor points) -> (Tensor index, Tensor dist)");
+  // Curve points at coordinates. coord: (...) floating, clamped to [0, K-1]; codebook: (K, D).
+  //   -> (..., D) dtype of codebook.
+  m.def("decode(Tensor coord, Tensor codebook) -> Tensor");
+  // Doubled codebook (K, D) -> (2K, D): vertex j < K/2 becomes coordinates j, j + eps;
+  //   vertex j >= K/2 becomes j - eps, j. 0 < eps < 0.5.
+  m.def("expand(Tensor codebook, float eps=0.01) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(sfvq, CPU, m) {
+  m.impl("project", &sfvq::binding::project_cpu);
+  m.impl("nearest", &sfvq::binding::nearest_cpu);
+  m.impl("decode", &sfvq::binding::decode_cpu);
+  m.impl("expand", &sfvq::binding::expand_cpu);
+}

@@ -1,0 +1,124 @@
+// Argument checks and output allocation shared by the CPU and CUDA
+// registrations: each op validates its inputs here, flattens leading
+// dimensions, allocates outputs and hands 2-D contiguous tensors to a kernel.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/isfinite.h>
+#include <ATen/ops/isnan.h>
+#include <c10/util/Exception.h>
+
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "sfvq/kernels.h"
+
+namespace sfvq::binding {
+
+inline bool is_supported_float(at::ScalarType t) {
+  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
+}
+
+inline void check_float_tensor(const char* op, const char* name, const at::Tensor& t) {
+  TORCH_CHECK_TYPE(is_supported_float(t.scalar_type()), "sfvq.", op, ": ", name,
+                   " must be a floating-point tensor (float16, bfloat16, float32 or float64), got ",
+                   t.scalar_type());
+}
+
+// A (K, D) table of vectors: floating, 2-D, at least min_rows rows, D >= 1, finite.
+inline void check_vectors(const char* op, const char* name, const at::Tensor& v, int64_t min_rows) {
+  check_float_tensor(op, name, v);
+  TORCH_CHECK_VALUE(v.dim() == 2, "sfvq.", op, ": ", name, " must be 2-D (K, D), got shape ", v.sizes());
+  TORCH_CHECK_VALUE(v.size(0) >= min_rows, "sfvq.", op, ": ", name, " must have at least ", min_rows,
+                    min_rows == 2 ? " vectors (one curve segment)" : " vector", ", got ", v.size(0));
+  TORCH_CHECK_VALUE(v.size(1) >= 1, "sfvq.", op, ": ", name, " must have at least one dimension (D >= 1)");
+  TORCH_CHECK_VALUE(at::isfinite(v).all().item<bool>(), "sfvq.", op, ": ", name, " contains NaN or Inf");
+}
+
+// x of shape (..., D) against a (K, D) table: same dtype, device and width.
+inline void check_inputs(const char* op, const at::Tensor& x, const char* table_name, const at::Tensor& table) {
+  check_float_tensor(op, "x", x);
+  TORCH_CHECK_TYPE(x.scalar_type() == table.scalar_type(), "sfvq.", op, ": x and ", table_name,
+                   " must have the same dtype, got x ", x.scalar_type(), " and ", table_name, " ",
+                   table.scalar_type());
+  TORCH_CHECK_VALUE(x.device() == table.device(), "sfvq.", op, ": x and ", table_name,
+                    " must be on the same device, got x on ", x.device(), " and ", table_name, " on ",
+                    table.device());
+  TORCH_CHECK_VALUE(x.dim() >= 1 && x.size(-1) == table.size(1), "sfvq.", op, ": x must have shape (..., D) with D = ",
+                    table.size(1), " (the width of ", table_name, "), got x of shape ", x.sizes());
+}
+
+// Leading shape of x (all but the last dimension).
+inline std::vector<int64_t> leading_shape(const at::Tensor& x) {
+  return std::vector<int64_t>(x.sizes().begin(), x.sizes().end() - 1);
+}
+
+// Scalar outputs (t, coord, dist) are float32, or float64 for float64 input.
+inline at::ScalarType scalar_output_type(at::ScalarType input) {
+  return input == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+using ProjectKernel = void (*)(const at::Tensor&, const at::Tensor&, bool, Projection&);
+using NearestKernel = void (*)(const at::Tensor&, const at::Tensor&, at::Tensor&, at::Tensor&);
+using DecodeKernel = void (*)(const at::Tensor&, const at::Tensor&, at::Tensor&);
+using ExpandKernel = void (*)(const at::Tensor&, double, at::Tensor&);
+
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> project(
+    const at::Tensor& x, const at::Tensor& codebook, c10::string_view mode, ProjectKernel kernel) {
+  TORCH_CHECK_VALUE(mode == "exact" || mode == "vertex", "sfvq.project: mode must be \"exact\" or \"vertex\", got \"",
+                    std::string(mode), "\"");
+  check_vectors("project", "codebook", codebook, 2);
+  check_inputs("project", x, "codebook", codebook);
+  const int64_t D = codebook.size(1);
+  const at::Tensor x2 = x.reshape({-1, D}).contiguous();
+  const int64_t N = x2.size(0);
+  const auto scalar_opts = x.options().dtype(scalar_output_type(x.scalar_type()));
+  Projection out{at::empty({N, D}, x.options()), at::empty({N}, x.options().dtype(at::kLong)),
+                 at::empty({N}, scalar_opts), at::empty({N}, scalar_opts), at::empty({N}, scalar_opts)};
+  kernel(x2, codebook.contiguous(), mode == "vertex", out);
+  std::vector<int64_t> lead = leading_shape(x);
+  std::vector<int64_t> point_shape = lead;
+  point_shape.push_back(D);
+  return {out.point.view(point_shape), out.segment.view(lead), out.t.view(lead), out.coord.view(lead),
+          out.dist.view(lead)};
+}
+
+inline std::tuple<at::Tensor, at::Tensor> nearest(const at::Tensor& x, const at::Tensor& points,
+                                                  NearestKernel kernel) {
+  check_vectors("nearest", "points", points, 1);
+  check_inputs("nearest", x, "points", points);
+  const at::Tensor x2 = x.reshape({-1, points.size(1)}).contiguous();
+  const int64_t N = x2.size(0);
+  at::Tensor index = at::empty({N}, x.options().dtype(at::kLong));
+  at::Tensor dist = at::empty({N}, x.options().dtype(scalar_output_type(x.scalar_type())));
+  kernel(x2, points.contiguous(), index, dist);
+  const std::vector<int64_t> lead = leading_shape(x);
+  return {index.view(lead), dist.view(lead)};
+}
+
+inline at::Tensor decode(const at::Tensor& coord, const at::Tensor& codebook, DecodeKernel kernel) {
+  check_vectors("decode", "codebook", codebook, 2);
+  check_float_tensor("decode", "coord", coord);
+  TORCH_CHECK_VALUE(coord.device() == codebook.device(), "sfvq.decode: coord and codebook must be on the same device, got coord on ",
+                    coord.device(), " and codebook on ", codebook.device());
+  TORCH_CHECK_VALUE(!at::isnan(coord).any().item<bool>(), "sfvq.decode: coord contains NaN");
+  const int64_t D = codebook.size(1);
+  const at::Tensor u = coord.reshape({-1}).contiguous();
+  at::Tensor out = at::empty({u.numel(), D}, codebook.options());
+  if (u.numel() > 0) kernel(u, codebook.contiguous(), out);
+  std::vector<int64_t> shape(coord.sizes().begin(), coord.sizes().end());
+  shape.push_back(D);
+  return out.view(shape);
+}
+
+inline at::Tensor expand(const at::Tensor& codebook, double eps, ExpandKernel kernel) {
+  check_vectors("expand", "codebook", codebook, 2);
+  TORCH_CHECK_VALUE(eps > 0.0 && eps < 0.5, "sfvq.expand: eps must be in (0, 0.5), got ", eps);
+  at::Tensor out = at::empty({2 * codebook.size(0), codebook.size(1)}, codebook.options());
+  kernel(codebook.contiguous(), eps, out);
+  return out;
+}
+
+}  // namespace sfvq::binding

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Set up sfvq_ext from a fresh clone and run the quick self-check:
+#   creates .venv, installs torch and the build tools, builds the extension from
+#   source (editable install) and runs `sfvq check`.
+# Environment:
+#   SFVQ_TORCH   torch requirement to install (default: torch==2.13.0, a CPU build)
+#   SFVQ_CUDA    AUTO | ON | OFF: build the CUDA kernels (AUTO: when torch is a CUDA build)
+#   SFVQ_VENV    where to create the virtual environment (default: .venv)
+set -euo pipefail
+cd "$(dirname "$0")"
+venv="${SFVQ_VENV:-.venv}"
+torch_req="${SFVQ_TORCH:-torch==2.13.0}"
+
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+py="$venv/bin/python"
+"$py" -m pip install --quiet --upgrade pip
+# torch first: the extension is compiled against the torch that is installed.
+"$py" -m pip install --quiet "$torch_req"
+"$py" -m pip install --quiet "scikit-build-core>=0.10" "pybind11>=2.12" ninja "cmake>=3.26"
+# No build isolation: an isolated build would fetch a different torch to compile against.
+"$py" -m pip install --quiet --no-build-isolation -e ".[test,bench]"
+"$venv/bin/sfvq" check
