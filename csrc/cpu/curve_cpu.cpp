@@ -10,9 +10,9 @@
 namespace sfvq::cpu {
 namespace {
 
-// out[r] = curve point at coordinate coord_of(r), for r in [0, rows).
-template <typename scalar_t, typename CoordOf>
-void points_at(const at::Tensor& codebook, int64_t rows, const CoordOf& coord_of, at::Tensor& out) {
+// out[r] = the curve point locate(r) names as (segment j, fraction f), for r in [0, rows).
+template <typename scalar_t, typename Locate>
+void points_at(const at::Tensor& codebook, int64_t rows, const Locate& locate, at::Tensor& out) {
   using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
   const int64_t K = codebook.size(0), D = codebook.size(1);
   const scalar_t* c = codebook.data_ptr<scalar_t>();
@@ -21,7 +21,7 @@ void points_at(const at::Tensor& codebook, int64_t rows, const CoordOf& coord_of
     for (int64_t r = begin; r < end; ++r) {
       int64_t j;
       acc_t f;
-      locate_coordinate(static_cast<acc_t>(coord_of(r)), K, j, f);
+      locate(r, j, f);
       const scalar_t *c0 = c + j * D, *c1 = c0 + D;
       for (int64_t k = 0; k < D; ++k)
         o[r * D + k] = static_cast<scalar_t>(lerp(static_cast<acc_t>(c0[k]), static_cast<acc_t>(c1[k]), f));
@@ -32,18 +32,21 @@ void points_at(const at::Tensor& codebook, int64_t rows, const CoordOf& coord_of
 }  // namespace
 
 void decode(const at::Tensor& coord, const at::Tensor& codebook, at::Tensor& out) {
+  const int64_t K = codebook.size(0);
   const at::Tensor u = coord.to(codebook.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, codebook.scalar_type(), "sfvq_decode_cpu", [&] {
     using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
     const acc_t* up = u.data_ptr<acc_t>();
-    points_at<scalar_t>(codebook, u.numel(), [up](int64_t r) { return up[r]; }, out);
+    points_at<scalar_t>(codebook, u.numel(), [up, K](int64_t r, int64_t& j, acc_t& f) { locate_coordinate(up[r], K, j, f); }, out);
   });
 }
 
 void expand(const at::Tensor& codebook, double eps, at::Tensor& out) {
   const int64_t K = codebook.size(0);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, codebook.scalar_type(), "sfvq_expand_cpu", [&] {
-    points_at<scalar_t>(codebook, 2 * K, [K, eps](int64_t n) { return expanded_vertex_coordinate(n, K, eps); }, out);
+    using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+    const acc_t e = static_cast<acc_t>(eps);
+    points_at<scalar_t>(codebook, 2 * K, [K, e](int64_t n, int64_t& j, acc_t& f) { expanded_vertex_location(n, K, e, j, f); }, out);
   });
 }
 

@@ -33,11 +33,10 @@
 namespace sfvq::cpu {
 namespace {
 
-// The expanded scores (rounded) only nominate candidates: every score within
-// the rounding error bound of the row's best score may belong to the true best
-// and is re-ranked exactly. Usually that is one or two; at most kCandidates
-// (the lowest scores) are kept, which covers many-way ties.
-constexpr int kCandidates = 8;
+// The expanded scores (rounded) only nominate candidates: every index whose
+// score is within the rounding error bound of the row's best score may be the
+// true best, and all of them are re-ranked exactly. Usually that is one or two;
+// on degenerate curves (overlapping segments) it can be many, and exactness wins.
 constexpr int64_t kScanChunk = 32;
 
 // ---------------------------------------------------------------------------
@@ -170,38 +169,17 @@ SFVQ_SIMD_CLONES double residual(const double* x, const double* c0, const double
 
 // ---------------------------------------------------------------------------
 
-// Indices whose score is within `tolerance` of the row's minimum, in score
-// order (equal scores keep the lower index), at most kCandidates of them.
+// Indices whose score is within `tolerance` of the row's minimum, ascending.
 template <typename T>
-struct Candidates {
-  int count = 0;
-  int64_t index[kCandidates];
-  T score[kCandidates];
-
-  void offer(T v, int64_t i) {
-    if (count == kCandidates && !(v < score[kCandidates - 1])) return;
-    int pos = count < kCandidates ? count++ : kCandidates - 1;
-    while (pos > 0 && v < score[pos - 1]) {
-      score[pos] = score[pos - 1];
-      index[pos] = index[pos - 1];
-      --pos;
-    }
-    score[pos] = v;
-    index[pos] = i;
-  }
-};
-
-template <typename T>
-Candidates<T> contenders(const T* scores, int64_t count, T tolerance) {
+void contenders(const T* scores, int64_t count, T tolerance, std::vector<int64_t>& out) {
   const T threshold = min_of(scores, count) + tolerance;
-  Candidates<T> c;
+  out.clear();
   for (int64_t begin = 0; begin < count; begin += kScanChunk) {
     const int64_t end = std::min(count, begin + kScanChunk);
     if (min_of(scores + begin, end - begin) > threshold) continue;
     for (int64_t i = begin; i < end; ++i)
-      if (scores[i] <= threshold) c.offer(scores[i], i);
+      if (scores[i] <= threshold) out.push_back(i);
   }
-  return c;
 }
 
 struct SegmentFit {
@@ -308,7 +286,8 @@ int64_t rows_per_block(int64_t N, int64_t K, int64_t elem_size) {
 }
 
 // Runs the block GEMM + epilogue over all rows of x and calls
-// finish(row, x_row, candidates) for each row, in parallel over blocks.
+// finish(row, x_row, candidates) for each row, in parallel over blocks;
+// candidates are ascending indices of segments (or vertices) that may be nearest.
 // x_row is the row's exact values as float (float/half/bfloat16 input) or double.
 template <typename scalar_t, typename acc_t, typename Finish>
 void search_rows(const at::Tensor& x, const CodebookTables<acc_t>& tables, bool segments, const Finish& finish) {
@@ -326,6 +305,7 @@ void search_rows(const at::Tensor& x, const CodebookTables<acc_t>& tables, bool 
     at::Tensor xc = at::empty({block, D}, acc_opts);
     at::Tensor g = at::empty({block, K}, acc_opts);
     std::vector<acc_t> scores(items), row_norm(block);
+    std::vector<int64_t> cand;
     std::vector<row_t> row_copy(std::is_same_v<scalar_t, row_t> ? 0 : D);
     for (int64_t blk = block_begin; blk < block_end; ++blk) {
       const int64_t r0 = blk * block, rows = std::min(block, N - r0);
@@ -352,7 +332,7 @@ void search_rows(const at::Tensor& x, const CodebookTables<acc_t>& tables, bool 
                          scores.data());
         else
           vertex_scores(grow, tables.n.data(), items, scores.data());
-        const Candidates<acc_t> cand = contenders(scores.data(), items, tables.score_tolerance(row_norm[r]));
+        contenders(scores.data(), items, tables.score_tolerance(row_norm[r]), cand);
         const scalar_t* xrow = xp + (r0 + r) * D;
         if constexpr (std::is_same_v<scalar_t, row_t>) {
           finish(r0 + r, xrow, cand);
@@ -368,15 +348,15 @@ void search_rows(const at::Tensor& x, const CodebookTables<acc_t>& tables, bool 
                     " of the input flattened to (N, D)); remove or replace non-finite rows first");
 }
 
-// Among the candidates (vertices), the exactly nearest; equal distances pick the lower index.
+// Among the candidate vertices, the exactly nearest; equal distances pick the lower index.
 template <typename acc_t, typename X>
 std::pair<int64_t, double> best_vertex(const CodebookTables<acc_t>& tables, const X* x,
-                                       const Candidates<acc_t>& cand) {
+                                       const std::vector<int64_t>& cand) {
   int64_t best = -1;
   double best_dist = std::numeric_limits<double>::infinity();
-  for (int c = 0; c < cand.count; ++c) {
-    const double d = tables.vertex_distance(x, cand.index[c]);
-    if (d < best_dist || (d == best_dist && cand.index[c] < best)) best = cand.index[c], best_dist = d;
+  for (const int64_t j : cand) {  // ascending: a strict < keeps the lowest index on ties
+    const double d = tables.vertex_distance(x, j);
+    if (d < best_dist) best = j, best_dist = d;
   }
   return {best, best_dist};
 }
@@ -403,9 +383,9 @@ void project_typed(const at::Tensor& x, const at::Tensor& codebook, bool vertex_
   if (!vertex_rule) {
     search_rows<scalar_t, acc_t>(x, tables, /*segments=*/true, [&](int64_t r, const auto* xrow, const auto& cand) {
       SegmentFit best;
-      for (int c = 0; c < cand.count; ++c) {
-        const SegmentFit f = tables.fit_segment(xrow, cand.index[c]);
-        if (f.dist < best.dist || (f.dist == best.dist && f.segment < best.segment)) best = f;
+      for (const int64_t i : cand) {  // ascending: a strict < keeps the lowest index on ties
+        const SegmentFit f = tables.fit_segment(xrow, i);
+        if (f.dist < best.dist) best = f;
       }
       write(r, best);
     });

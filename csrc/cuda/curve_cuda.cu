@@ -19,40 +19,42 @@ constexpr int kThreads = 256;
 template <typename T>
 using acc_type = std::conditional_t<std::is_same_v<T, double>, double, float>;
 
-// Coordinate of output row r: read from a tensor (decode) or computed (expand).
+// Where output row r sits on the curve, as (segment j, fraction f): from a
+// coordinate tensor (decode) or from the expansion rule (expand).
 template <typename acc_t>
-struct CoordFromTensor {
+struct LocateCoordinate {
   const acc_t* u;
-  __device__ acc_t operator()(int64_t r) const { return u[r]; }
+  int64_t K;
+  __device__ void operator()(int64_t r, int64_t& j, acc_t& f) const { locate_coordinate(u[r], K, j, f); }
 };
 template <typename acc_t>
-struct CoordOfExpansion {
+struct LocateExpansion {
   int64_t K;
   acc_t eps;
-  __device__ acc_t operator()(int64_t n) const { return expanded_vertex_coordinate(n, K, eps); }
+  __device__ void operator()(int64_t n, int64_t& j, acc_t& f) const { expanded_vertex_location(n, K, eps, j, f); }
 };
 
-template <typename scalar_t, typename CoordOf>
-__global__ void points_at_kernel(const scalar_t* __restrict__ c, int64_t K, int64_t D, int64_t rows,
-                                 CoordOf coord_of, scalar_t* __restrict__ out) {
+template <typename scalar_t, typename Locate>
+__global__ void points_at_kernel(const scalar_t* __restrict__ c, int64_t D, int64_t rows, Locate locate,
+                                 scalar_t* __restrict__ out) {
   using acc_t = acc_type<scalar_t>;
   const int64_t total = rows * D;
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = e / D, k = e - r * D;
     int64_t j;
     acc_t f;
-    locate_coordinate(coord_of(r), K, j, f);
+    locate(r, j, f);
     out[e] = static_cast<scalar_t>(lerp(static_cast<acc_t>(c[j * D + k]), static_cast<acc_t>(c[(j + 1) * D + k]), f));
   }
 }
 
-template <typename scalar_t, typename CoordOf>
-void launch_points_at(const at::Tensor& codebook, int64_t rows, CoordOf coord_of, at::Tensor& out) {
+template <typename scalar_t, typename Locate>
+void launch_points_at(const at::Tensor& codebook, int64_t rows, Locate locate, at::Tensor& out) {
   const int64_t total = rows * codebook.size(1);
   if (total == 0) return;
   const int64_t blocks = std::min<int64_t>((total + kThreads - 1) / kThreads, int64_t{1} << 20);
   points_at_kernel<scalar_t><<<blocks, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-      codebook.data_ptr<scalar_t>(), codebook.size(0), codebook.size(1), rows, coord_of, out.data_ptr<scalar_t>());
+      codebook.data_ptr<scalar_t>(), codebook.size(1), rows, locate, out.data_ptr<scalar_t>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -63,7 +65,7 @@ void decode(const at::Tensor& coord, const at::Tensor& codebook, at::Tensor& out
   const at::Tensor u = coord.to(codebook.scalar_type() == at::kDouble ? at::kDouble : at::kFloat).contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, codebook.scalar_type(), "sfvq_decode_cuda", [&] {
     using acc_t = acc_type<scalar_t>;
-    launch_points_at<scalar_t>(codebook, u.numel(), CoordFromTensor<acc_t>{u.data_ptr<acc_t>()}, out);
+    launch_points_at<scalar_t>(codebook, u.numel(), LocateCoordinate<acc_t>{u.data_ptr<acc_t>(), codebook.size(0)}, out);
   });
 }
 
@@ -72,7 +74,7 @@ void expand(const at::Tensor& codebook, double eps, at::Tensor& out) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, codebook.scalar_type(), "sfvq_expand_cuda", [&] {
     using acc_t = acc_type<scalar_t>;
     launch_points_at<scalar_t>(codebook, 2 * codebook.size(0),
-                               CoordOfExpansion<acc_t>{codebook.size(0), static_cast<acc_t>(eps)}, out);
+                               LocateExpansion<acc_t>{codebook.size(0), static_cast<acc_t>(eps)}, out);
   });
 }
 

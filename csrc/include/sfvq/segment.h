@@ -71,16 +71,25 @@ SFVQ_HD void locate_coordinate(T u, int64_t K, int64_t& j, T& f) {
   f = u - static_cast<T>(jj);
 }
 
-// Expansion K -> 2K: curve coordinate of new vertex n (0 <= n < 2K). Old vertex
-// j < K/2 spawns coordinates j and j + eps; old vertex j >= K/2 spawns j - eps
-// and j. The curve keeps its shape and both end points.
+// Expansion K -> 2K: where new vertex n (0 <= n < 2K) sits, as (segment j,
+// fraction f). Old vertex v < K/2 spawns the points at coordinates v and
+// v + eps; old vertex v >= K/2 spawns v - eps and v. Given as (j, f) rather
+// than a coordinate so that f = eps keeps full precision far along the curve.
+// The curve keeps its shape and both end points.
 template <typename T>
-SFVQ_HD T expanded_vertex_coordinate(int64_t n, int64_t K, T eps) {
-  const int64_t j = n / 2;
+SFVQ_HD void expanded_vertex_location(int64_t n, int64_t K, T eps, int64_t& j, T& f) {
+  const int64_t v = n / 2;
   const bool second = (n % 2) == 1;
-  const T u = static_cast<T>(j);
-  if (j < K / 2) return second ? u + eps : u;
-  return second ? u : u - eps;
+  if (v < K / 2) {  // v or v + eps: on segment v (v <= K-2 here)
+    j = v;
+    f = second ? eps : T(0);
+  } else if (!second) {  // v - eps: on segment v - 1 (v >= 1 here)
+    j = v - 1;
+    f = T(1) - eps;
+  } else {  // v itself: the end of segment v - 1
+    j = v - 1;
+    f = T(1);
+  }
 }
 
 }  // namespace sfvq

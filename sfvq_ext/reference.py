@@ -1,0 +1,133 @@
+"""Plain-PyTorch statements of every SFVQ op, written for reading, not speed.
+
+They are the test oracle for the compiled kernels and the baselines in the
+benchmarks. Brute force computes in float64 over every segment.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .ops import Projection
+
+
+def _segment_fits(x: Tensor, codebook: Tensor) -> tuple[Tensor, Tensor]:
+    """t and squared distance of every row of x (N, D) to every segment: (N, K-1) each."""
+    c0 = codebook[:-1]
+    d = codebook[1:] - c0
+    length2 = (d * d).sum(-1)
+    diff = x[:, None, :] - c0[None]  # (N, K-1, D)
+    p = (diff * d[None]).sum(-1)
+    t = torch.where(length2 > 0, p / torch.where(length2 > 0, length2, 1), torch.zeros_like(p)).clamp(0, 1)
+    dist = ((diff - t[..., None] * d[None]) ** 2).sum(-1)
+    return t, dist
+
+
+def _projection(x: Tensor, codebook: Tensor, segment: Tensor, t: Tensor, dist: Tensor, shape) -> Projection:
+    point = (1 - t)[:, None] * codebook[segment] + t[:, None] * codebook[segment + 1]
+    return Projection(point.reshape(*shape, -1), segment.reshape(shape), t.reshape(shape),
+                      (segment + t).reshape(shape), dist.reshape(shape))
+
+
+def project(x: Tensor, codebook: Tensor, chunk: int = 256) -> Projection:
+    """Exact projection by brute force over every segment, float64. Ties: smallest segment."""
+    shape = x.shape[:-1]
+    x = x.reshape(-1, x.shape[-1]).double()
+    codebook = codebook.double()
+    seg, tt, dd = [], [], []
+    for rows in x.split(chunk):
+        t, dist = _segment_fits(rows, codebook)
+        best = dist.argmin(dim=1)  # first minimum: the smallest index among ties
+        seg.append(best)
+        tt.append(t.gather(1, best[:, None])[:, 0])
+        dd.append(dist.gather(1, best[:, None])[:, 0])
+    if not seg:
+        empty = x.new_empty(0)
+        return _projection(x, codebook, empty.long(), empty, empty, shape)
+    return _projection(x, codebook, torch.cat(seg), torch.cat(tt), torch.cat(dd), shape)
+
+
+def project_vertex_rule(x: Tensor, codebook: Tensor) -> Projection:
+    """The original SFVQ authors' evaluation rule, stated literally, in float64:
+    nearest vertex j (first on ties), j clamped to [1, K-2], then segment j-1
+    unless segment j is strictly nearer. Departures, where their code breaks:
+    t = 0 on zero-length segments (theirs divides by zero) and K = 2 uses segment 0."""
+    shape = x.shape[:-1]
+    x = x.reshape(-1, x.shape[-1]).double()
+    c = codebook.double()
+    K = c.shape[0]
+    if K == 2:
+        t, dist = _segment_fits(x, c)
+        return _projection(x, c, torch.zeros(len(x), dtype=torch.long), t[:, 0], dist[:, 0], shape)
+    vertex_dist = ((x[:, None, :] - c[None]) ** 2).sum(-1)
+    j = vertex_dist.argmin(dim=1).clamp(1, K - 2)
+
+    def fit(i):
+        c0, d = c[i], c[i + 1] - c[i]
+        length2 = (d * d).sum(-1)
+        p = ((x - c0) * d).sum(-1)
+        t = torch.where(length2 > 0, p / torch.where(length2 > 0, length2, 1), torch.zeros_like(p)).clamp(0, 1)
+        return t, ((x - c0 - t[:, None] * d) ** 2).sum(-1)
+
+    t_before, d_before = fit(j - 1)
+    t_after, d_after = fit(j)
+    take_after = d_after < d_before
+    segment = torch.where(take_after, j, j - 1)
+    return _projection(x, c, segment, torch.where(take_after, t_after, t_before),
+                       torch.where(take_after, d_after, d_before), shape)
+
+
+def nearest(x: Tensor, points: Tensor) -> tuple[Tensor, Tensor]:
+    """Brute-force nearest row of points, float64. Ties: smallest index."""
+    shape = x.shape[:-1]
+    x = x.reshape(-1, x.shape[-1]).double()
+    dist = ((x[:, None, :] - points.double()[None]) ** 2).sum(-1)
+    best = dist.argmin(dim=1)
+    return best.reshape(shape), dist.gather(1, best[:, None])[:, 0].reshape(shape)
+
+
+def decode(coord: Tensor, codebook: Tensor) -> Tensor:
+    """Point at curve coordinate u: j = min(floor(u), K-2), f = u - j, (1-f) c_j + f c_{j+1}; u clamped to [0, K-1]."""
+    K = codebook.shape[0]
+    u = coord.double().clamp(0, K - 1)
+    j = u.floor().long().clamp(max=K - 2)
+    f = (u - j)[..., None]
+    c = codebook.double()
+    return (1 - f) * c[j] + f * c[j + 1]
+
+
+def expand_coordinates(K: int, eps: float) -> Tensor:
+    """Curve coordinates of the 2K vertices of the expanded codebook."""
+    coords = []
+    for j in range(K):
+        coords += [j, j + eps] if j < K // 2 else [j - eps, j]
+    return torch.tensor(coords, dtype=torch.float64)
+
+
+def expand(codebook: Tensor, eps: float = 0.01) -> Tensor:
+    return decode(expand_coordinates(codebook.shape[0], eps), codebook)
+
+
+def init_codebook(sample: Tensor) -> Tensor:
+    """Norm-quartile means, as a loop: n // 4 vectors per part, sorted by norm."""
+    norms = [float(torch.linalg.vector_norm(v.double())) for v in sample]
+    order = sorted(range(len(norms)), key=lambda i: norms[i])  # stable
+    part = len(order) // 4
+    return torch.stack([sample[order[q * part:(q + 1) * part]].double().mean(0) for q in range(4)])
+
+
+def authors_project(x: Tensor, codebook: Tensor) -> Tensor:
+    """The authors' evaluation as their code computes it (benchmark baseline):
+    an (N, D, K) difference tensor for the nearest vertex, in the input dtype,
+    then the better of the two adjacent segments. Returns the quantized points."""
+    K = codebook.shape[0]
+    vertex_dist = (x.unsqueeze(-1) - codebook.t().unsqueeze(0)).square().sum(dim=1)
+    j = vertex_dist.argmin(dim=1).clamp(min=1, max=K - 2)
+    before, here, after = codebook[j - 1], codebook[j], codebook[j + 1]
+    t_b = (((here - before) * (x - before)).sum(1) / (here - before).square().sum(1)).clamp(0, 1)[:, None]
+    t_a = (((after - here) * (x - here)).sum(1) / (after - here).square().sum(1)).clamp(0, 1)[:, None]
+    q_b = before + t_b * (here - before)
+    q_a = here + t_a * (after - here)
+    take_after = ((x - q_a).square().sum(1) < (x - q_b).square().sum(1))[:, None]
+    return torch.where(take_after, q_a, q_b)
