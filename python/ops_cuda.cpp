@@ -1,5 +1,4 @@
 // CUDA registrations (compiled only when the extension is built with CUDA).
-// project and nearest have no CUDA kernel yet: the dispatcher reports that clearly.
 #include <torch/library.h>
 
 #include "ops_common.h"
@@ -7,6 +6,14 @@
 namespace sfvq::binding {
 namespace {
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> project_cuda(const at::Tensor& x,
+                                                                                    const at::Tensor& codebook,
+                                                                                    c10::string_view mode) {
+  return project(x, codebook, mode, &cuda::project);
+}
+std::tuple<at::Tensor, at::Tensor> nearest_cuda(const at::Tensor& x, const at::Tensor& points) {
+  return nearest(x, points, &cuda::nearest);
+}
 at::Tensor decode_cuda(const at::Tensor& coord, const at::Tensor& codebook) {
   return decode(coord, codebook, &cuda::decode);
 }
@@ -16,6 +23,8 @@ at::Tensor expand_cuda(const at::Tensor& codebook, double eps) { return expand(c
 }  // namespace sfvq::binding
 
 TORCH_LIBRARY_IMPL(sfvq, CUDA, m) {
+  m.impl("project", &sfvq::binding::project_cuda);
+  m.impl("nearest", &sfvq::binding::nearest_cuda);
   m.impl("decode", &sfvq::binding::decode_cuda);
   m.impl("expand", &sfvq::binding::expand_cuda);
 }

@@ -263,9 +263,7 @@ struct CodebookTables {
     f.segment = i;
     f.t = segment_t(p, inv_b64[i]);
     f.dist = expanded_squared_distance(q, p, b64[i], f.t);
-    // The expanded form loses digits when the distance is far below ||x - c0||^2
-    // (a point close to a long segment): sum it directly then.
-    if (f.dist < 1e-3 * q) f.dist = residual(x, c0, c1, f.t, D);
+    if (expanded_form_cancels(f.dist, q)) f.dist = residual(x, c0, c1, f.t, D);
     return f;
   }
 
@@ -343,9 +341,7 @@ void search_rows(const at::Tensor& x, const CodebookTables<acc_t>& tables, bool 
       }
     }
   });
-  const int64_t bad = first_bad_row.load();
-  TORCH_CHECK_VALUE(bad == N, "sfvq: x contains NaN or Inf (first at row ", bad,
-                    " of the input flattened to (N, D)); remove or replace non-finite rows first");
+  check_finite_rows(first_bad_row.load(), N);
 }
 
 // Among the candidate vertices, the exactly nearest; equal distances pick the lower index.

@@ -4,6 +4,9 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+
+#include <utility>
 
 namespace sfvq {
 
@@ -15,6 +18,13 @@ struct Projection {
   at::Tensor coord;    // (N,), segment + t, same dtype as t
   at::Tensor dist;     // (N,), squared distance, same dtype as t
 };
+
+// Raises the ValueError of the NaN/Inf policy: first_bad_row is the smallest
+// row of x (flattened to (N, D)) holding NaN or Inf, or N if there is none.
+inline void check_finite_rows(int64_t first_bad_row, int64_t N) {
+  TORCH_CHECK_VALUE(first_bad_row == N, "sfvq: x contains NaN or Inf (first at row ", first_bad_row,
+                    " of the input flattened to (N, D)); remove or replace non-finite rows first");
+}
 
 namespace cpu {
 // x: (N, D), codebook: (K, D), K >= 2. vertex_rule: the original authors' rule
@@ -29,8 +39,15 @@ void expand(const at::Tensor& codebook, double eps, at::Tensor& out);
 }  // namespace cpu
 
 namespace cuda {
+// Same contracts as the CPU kernels above; inputs on one CUDA device.
+void project(const at::Tensor& x, const at::Tensor& codebook, bool vertex_rule, Projection& out);
+void nearest(const at::Tensor& x, const at::Tensor& points, at::Tensor& index, at::Tensor& dist);
 void decode(const at::Tensor& coord, const at::Tensor& codebook, at::Tensor& out);
 void expand(const at::Tensor& codebook, double eps, at::Tensor& out);
+// Test and benchmark hooks of project/nearest: route every row through the
+// float64 brute-force kernel; rows and brute-forced rows of the last call.
+void set_force_fallback(bool on);
+std::pair<int64_t, int64_t> last_search_stats();
 }  // namespace cuda
 
 }  // namespace sfvq

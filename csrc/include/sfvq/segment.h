@@ -42,6 +42,13 @@ SFVQ_HD T expanded_squared_distance(T q, T p, T b, T t) {
   return q - T(2) * t * p + t * t * b;
 }
 
+// The expanded form loses digits when the distance is far below ||x - c||^2
+// (a point close to a long segment); then the distance is summed directly.
+template <typename T>
+SFVQ_HD bool expanded_form_cancels(T dist, T q) {
+  return dist < T(1e-3) * q;
+}
+
 // Expanded distance from x to segment i up to the per-row constant ||x||^2,
 // with g_j = <x, c_j>, a_i = <c_i, d_i>, n_i = ||c_i||^2, b_i = ||d_i||^2:
 // <x - c_i, d_i> = g_{i+1} - g_i - a_i and ||x - c_i||^2 - ||x||^2 = n_i - 2 g_i.

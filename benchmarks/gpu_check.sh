@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Everything a lent GPU machine should run in one call: build the extension from
+# source against the machine's own torch, run the whole test suite (CUDA tests
+# included), compute-sanitizer memcheck and racecheck on small inputs that reach
+# every kernel path, and the CUDA benchmark table. Logs go to $OUT (or ./gpu-out).
+#   bash benchmarks/gpu_check.sh [--quick|--full|--no-bench]
+set -uo pipefail
+OUT=${OUT:-gpu-out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 SFVQ_CUDA=ON TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} CMAKE_BUILD_PARALLEL_LEVEL=16
+PY=${PYTHON:-python3}
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/device.txt"
+$PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" | tee -a "$OUT/device.txt"
+$PY -m pip install --no-build-isolation --no-deps -Cbuild-dir=build/gpu -e . > "$OUT/build.log" 2>&1 \
+  || { tail -40 "$OUT/build.log"; exit 1; }
+echo "build ok"
+timeout 300 $PY -m pytest tests -q -rfE -p no:cacheprovider 2>&1 | tee "$OUT/tests.log" | tail -25
+for tool in memcheck racecheck; do
+  timeout 240 compute-sanitizer --tool $tool --error-exitcode 3 $PY tests/cuda_sanitizer_inputs.py > "$OUT/$tool.log" 2>&1
+  echo "compute-sanitizer $tool: exit $? ($(grep -c 'ERROR SUMMARY: 0 errors\|RACECHECK SUMMARY: 0 hazards' "$OUT/$tool.log") clean summaries)"
+  tail -3 "$OUT/$tool.log"
+done
+case "${1:---quick}" in
+  --quick) timeout 240 $PY benchmarks/cuda_table.py --quick --out "$OUT/cuda_project.md" 2>&1 | tail -12 ;;
+  --full) timeout 540 $PY benchmarks/cuda_table.py --out "$OUT/cuda_project.md" 2>&1 | tail -40 ;;
+esac

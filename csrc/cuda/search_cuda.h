@@ -1,0 +1,57 @@
+// Interface between the host side of the CUDA search (search_cuda_host.cpp,
+// which prepares codebook tables with ATen) and its kernels (search_cuda.cu,
+// which sees only raw pointers). Kept free of torch headers so the .cu
+// compiles quickly.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace sfvq::cuda {
+
+// Codebook terms for one call, all on the device. "Centred" means minus the
+// codebook mean m (float32); the GEMM runs on TF32-rounded centred values.
+struct SearchTables {
+  const float* centered;   // (K, Dp) centred codebook rounded to TF32, zero-padded to Dp
+  const float* mean;       // (Dp,) m, zero-padded
+  const double* mean64;    // (Dp,) m as float64 (centres float64 inputs without rounding first)
+  const float* n;          // (K,) ||centered_j||^2
+  const float* a;          // (K-1,) <centered_i, centered_{i+1} - centered_i>
+  const float* b;          // (K-1,) ||centered_{i+1} - centered_i||^2
+  const float* inv_b;      // (K-1,) 1 / b, or 0 for a zero-length segment
+  const double* b64;       // (K-1,) ||c_{i+1} - c_i||^2 of the original codebook, float64
+  const double* inv_b64;   // (K-1,) its inverse or 0
+  int64_t K = 0, D = 0, Dp = 0;
+  float norm_max = 0;      // >= max_j ||centered_j||
+  float delta_c = 0;       // >= max_j ||centered_j - (c_j - m)||: how far TF32 rounding moved a vertex
+  bool force_fallback = false;  // tests: send every row through the brute-force kernel
+};
+
+enum class SearchMode : int { kProjectExact = 0, kProjectVertex = 1, kNearest = 2 };
+
+// Outputs (typed by the kernels from the input dtype). Unused ones may be null.
+struct SearchOutputs {
+  void* point = nullptr;        // (N, D) input dtype                      (project)
+  int64_t* index = nullptr;     // (N,) segment (project) or vertex index (nearest)
+  void* t = nullptr;            // (N,) float32, float64 for float64 input (project)
+  void* coord = nullptr;        // (N,) same dtype as t                     (project)
+  void* dist = nullptr;         // (N,) same dtype as t
+  int64_t* fallback_rows = nullptr;  // (N,) rows whose candidates could not be certified
+  // status[0]: smallest row holding NaN/Inf (N if none); status[1]: number of fallback rows.
+  int64_t* status = nullptr;
+};
+
+enum class InputType : int { kFloat = 0, kDouble = 1, kHalf = 2, kBFloat16 = 3 };
+
+// Fused pass: TF32 tensor-core GEMM tiles, per-segment (or per-vertex) scores,
+// running best-candidate lists, exact float64 finish of certified rows.
+void launch_search(InputType type, const void* x, const void* codebook, int64_t N, const SearchTables& tables,
+                   SearchMode mode, const SearchOutputs& out, cudaStream_t stream);
+
+// Brute force in float64 over every segment (or vertex) for the rows listed in
+// out.fallback_rows[0 .. count).
+void launch_fallback(InputType type, const void* x, const void* codebook, int64_t count,
+                     const SearchTables& tables, SearchMode mode, const SearchOutputs& out, cudaStream_t stream);
+
+}  // namespace sfvq::cuda

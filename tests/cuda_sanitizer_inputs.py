@@ -1,0 +1,47 @@
+"""Small inputs that reach every CUDA code path of project/nearest, for
+compute-sanitizer (not collected by pytest):
+
+    compute-sanitizer --tool memcheck  python tests/cuda_sanitizer_inputs.py
+    compute-sanitizer --tool racecheck python tests/cuda_sanitizer_inputs.py
+"""
+
+import torch
+
+import sfvq_ext
+from sfvq_ext import _C
+
+
+def main() -> None:
+    torch.manual_seed(0)
+    dev = "cuda"
+    cases = [
+        (torch.randn(300, 64), torch.randn(130, 64)),  # cp.async loader, two column tiles (carry)
+        (torch.randn(257, 33), torch.randn(129, 33)),  # generic loader, D % 4 != 0
+        (torch.randn(200, 40).double(), torch.randn(20, 40).double()),  # float64
+        (torch.randn(200, 16).half(), torch.randn(20, 16).half()),  # float16
+        (torch.randn(100, 8).bfloat16(), torch.randn(3, 8).bfloat16()),  # bfloat16, K = 3
+        (torch.randn(50, 2), torch.tensor([[0.0, 0.0], [1.0, 0.0]] * 8)),  # zigzag: brute force rows
+    ]
+    for force in (False, True):
+        _C._cuda_force_fallback(force)
+        for x, c in cases:
+            x, c = x.to(dev), c.to(dev)
+            for mode in ("exact", "vertex"):
+                sfvq_ext.project(x, c, mode=mode)
+            sfvq_ext.nearest(x, c)
+            sfvq_ext.nearest(x, c[:1])
+    _C._cuda_force_fallback(False)
+    misaligned = torch.randn(129 * 32 + 1, device=dev)[1:].view(129, 32)
+    sfvq_ext.project(misaligned, torch.randn(64, 32, device=dev))
+    bad = torch.randn(10, 4, device=dev)
+    bad[3, 1] = float("nan")
+    try:
+        sfvq_ext.project(bad, torch.randn(8, 4, device=dev))
+    except ValueError:
+        pass
+    torch.cuda.synchronize()
+    print("sanitizer inputs: all calls completed")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+"""CUDA project/nearest against brute force, the CPU kernels and the reference.
+
+The fused kernel scores candidates with TF32 products and certifies its answer
+(rows it cannot certify go to a float64 brute-force kernel), so every case here
+is run twice: through the fused path and with every row forced through the
+brute-force kernel. Skipped only when no CUDA device is present.
+"""
+
+import pytest
+import torch
+
+import sfvq_ext
+from sfvq_ext import _C, reference
+from conftest import requires_cuda
+from test_project import assert_exact_projection, curve, unique_best_rows
+
+pytestmark = requires_cuda
+
+
+@pytest.fixture(params=["fused", "brute_force"])
+def path(request):
+    _C._cuda_force_fallback(request.param == "brute_force")
+    yield request.param
+    _C._cuda_force_fallback(False)
+
+
+def project_cuda(x, c, mode="exact"):
+    r = sfvq_ext.project(x.cuda(), c.cuda(), mode=mode)
+    assert all(v.device.type == "cuda" for v in r)
+    return sfvq_ext.Projection(*(v.cpu() for v in r))
+
+
+def brute_force_fraction():
+    rows, brute = _C._cuda_last_search_stats()
+    return brute / max(rows, 1)
+
+
+@pytest.mark.parametrize("kind", ["random", "repeated", "collinear_folded", "zigzag"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_exact_matches_brute_force(kind, dtype, path):
+    c = curve(kind).to(dtype)
+    x = (torch.randn(1000, c.shape[1]) * 1.5).to(dtype)
+    r = project_cuda(x, c)
+    assert r.point.dtype == dtype and r.segment.dtype == torch.int64
+    assert r.dist.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+    assert_exact_projection(x, c, r)
+
+
+def test_fused_path_certifies_most_rows():
+    # Performance rests on this; the answers are exact either way.
+    c = curve("random", K=256, D=64)
+    x = torch.randn(20000, 64)
+    r = project_cuda(x, c)
+    assert brute_force_fraction() < 0.05
+    cpu = sfvq_ext.project(x, c)
+    unique, best = unique_best_rows(x, c)
+    assert torch.equal(r.segment[unique], best[unique])
+    torch.testing.assert_close(r.dist, cpu.dist, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(r.point, cpu.point, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("offset,scale", [(100.0, 1.0), (0.0, 1e4), (0.0, 1e-4), (1e4, 10.0)])
+def test_far_from_origin_and_extreme_scales(offset, scale, path):
+    c = curve("random", K=256, D=64) * scale + offset
+    x = torch.randn(2000, 64) * scale + offset
+    r = project_cuda(x, c)
+    assert_exact_projection(x, c, r)
+    unique, best = unique_best_rows(x, c)
+    assert torch.equal(r.segment[unique], best[unique])
+
+
+# Tile edges: BN = 128 columns (the last column is carried into the next tile),
+# BK = 32 input dimensions, BM = 128 rows; D % 4 != 0 takes the generic loader.
+@pytest.mark.parametrize("K", [2, 3, 5, 6, 127, 128, 129, 130, 257, 1100])
+def test_codebook_sizes_across_tile_edges(K, path):
+    c = torch.randn(K, 24)
+    x = c[torch.randint(0, K, (300,))] + 0.3 * torch.randn(300, 24)
+    assert_exact_projection(x, c, project_cuda(x, c))
+
+
+@pytest.mark.parametrize("D", [1, 2, 3, 4, 31, 32, 33, 36, 100, 515])
+def test_widths_across_tile_edges(D, path):
+    c = torch.randn(40, D)
+    x = torch.randn(129, D) * 1.2
+    assert_exact_projection(x, c, project_cuda(x, c))
+
+
+def test_misaligned_and_strided_inputs(path):
+    c = torch.randn(64, 32)
+    base = torch.randn(257 * 32 + 1)
+    x = base[1:].view(257, 32)  # 4-byte offset: not 16-byte aligned
+    assert_exact_projection(x, c, project_cuda(x, c))
+    xt = torch.randn(32, 300).t()
+    assert_exact_projection(xt, c, project_cuda(xt, c))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_inputs(dtype, path):
+    c = curve("random", K=64, D=16).to(dtype)
+    x = (torch.randn(500, 16) + 3).to(dtype)
+    r = project_cuda(x, c)
+    assert r.point.dtype == dtype and r.dist.dtype == torch.float32
+    assert_exact_projection(x, c, r)
+
+
+def test_exact_ties_pick_smallest_segment(path):
+    c = torch.tensor([[-1.0, 0.0], [0.0, 0.0], [1.0, 0.0]])
+    r = project_cuda(torch.tensor([[0.0, 1.0], [0.0, -3.0]]), c)
+    assert r.segment.tolist() == [0, 0] and r.t.tolist() == [1.0, 1.0] and r.dist.tolist() == [1.0, 9.0]
+    c = torch.tensor([[-1.0, 1.0], [1.0, 1.0], [5.0, 5.0], [1.0, -1.0], [-1.0, -1.0]])
+    r = project_cuda(torch.zeros(1, 2), c)
+    assert r.segment.tolist() == [0] and r.dist.tolist() == [1.0]
+    a, b = torch.tensor([0.0, 0.0]), torch.tensor([2.0, 0.0])
+    r = project_cuda(torch.tensor([[1.0, 1.0], [3.0, 0.0]]), torch.stack([a, b] * 8))
+    assert r.segment.tolist() == [0, 0]
+
+
+def test_inputs_beyond_both_ends(path):
+    c = curve("random", K=16, D=8)
+    x = torch.stack([c[0] - 5 * (c[1] - c[0]), c[-1] + 5 * (c[-1] - c[-2])])
+    r = project_cuda(x, c)
+    assert r.segment.tolist() == [0, 14] and r.t.tolist() == [0.0, 1.0]
+    assert torch.equal(r.point, torch.stack([c[0], c[-1]]))
+
+
+@pytest.mark.parametrize("kind", ["random", "repeated", "collinear_folded"])
+def test_vertex_rule(kind, path):
+    c = curve(kind, K=64, D=16)
+    x = torch.randn(2000, 16) * 1.5
+    got = project_cuda(x, c, mode="vertex")
+    want = reference.project_vertex_rule(x, c)
+    torch.testing.assert_close(got.dist.double(), want.dist, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(got.point.double(), want.point, rtol=1e-5, atol=1e-5)
+    cpu = sfvq_ext.project(x, c, mode="vertex")
+    assert (got.segment == cpu.segment).float().mean() > 0.99
+    for K in (2, 3):
+        small = torch.randn(K, 4)
+        xs = torch.randn(50, 4)
+        assert torch.equal(project_cuda(xs, small, "vertex").segment, reference.project_vertex_rule(xs, small).segment)
+
+
+@pytest.mark.parametrize("M", [1, 2, 7, 128, 129, 1000])
+def test_nearest_matches_brute_force(M, path):
+    points = torch.randn(M, 20)
+    x = torch.randn(700, 20)
+    index, dist = sfvq_ext.nearest(x.cuda(), points.cuda())
+    d = torch.cdist(x.double(), points.double()) ** 2
+    best = d.min(1).values
+    chosen = d.gather(1, index.cpu()[:, None])[:, 0]
+    assert torch.all(chosen <= best * (1 + 1e-9) + 1e-12)
+    torch.testing.assert_close(dist.cpu().double(), best, rtol=1e-6, atol=1e-6)
+
+
+def test_nearest_ties_pick_smallest_index(path):
+    points = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [-1.0, 0.0]])
+    index, _ = sfvq_ext.nearest(torch.tensor([[2.0, 0.0], [0.0, 0.0]]).cuda(), points.cuda())
+    assert index.tolist() == [0, 0]
+
+
+def test_large_problem_matches_cpu_kernel():
+    c = torch.randn(1024, 512)
+    x = c[torch.randint(0, 1024, (8192,))] * 0.7 + 0.5 * torch.randn(8192, 512)
+    gpu = project_cuda(x, c)
+    cpu = sfvq_ext.project(x, c)
+    same = gpu.segment == cpu.segment
+    # Where the segments differ, both must be float64 near-ties.
+    torch.testing.assert_close(gpu.dist, cpu.dist, rtol=1e-6, atol=1e-6)
+    assert same.float().mean() > 0.99
+    torch.testing.assert_close(gpu.point[same], cpu.point[same], rtol=1e-5, atol=1e-5)
+
+
+def test_empty_and_leading_dims():
+    c = torch.randn(8, 4).cuda()
+    r = sfvq_ext.project(torch.empty(0, 4).cuda(), c)
+    assert r.point.shape == (0, 4) and r.segment.shape == (0,)
+    x = torch.randn(3, 5, 4).cuda()
+    r = sfvq_ext.project(x, c)
+    flat = sfvq_ext.project(x.reshape(-1, 4), c)
+    assert r.point.shape == (3, 5, 4) and torch.equal(r.segment.reshape(-1), flat.segment)
+
+
+def test_deterministic():
+    c = torch.randn(512, 64).cuda()
+    x = torch.randn(10000, 64).cuda()
+    a, b = sfvq_ext.project(x, c), sfvq_ext.project(x, c)
+    for u, v in zip(a, b):
+        assert torch.equal(u, v)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("op", ["project", "nearest"])
+def test_non_finite_rows_raise(bad, op):
+    x = torch.randn(2, 300, 4)
+    x[1, 7, 2] = bad
+    x[1, 200, 0] = bad
+    with pytest.raises(ValueError, match=r"x contains NaN or Inf \(first at row 307"):
+        getattr(sfvq_ext, op)(x.cuda(), torch.randn(8, 4).cuda())
+
+
+def test_non_default_stream_and_device_guard():
+    c = torch.randn(64, 16).cuda()
+    x = torch.randn(1000, 16).cuda()
+    want = sfvq_ext.project(x, c)
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        got = sfvq_ext.project(x, c)
+    stream.synchronize()
+    assert torch.equal(got.segment, want.segment) and torch.equal(got.point, want.point)
+
+
+@pytest.mark.parametrize(
+    "op,args",
+    [
+        ("project", lambda x, c: (x, c, "exact")),
+        ("project", lambda x, c: (x.reshape(2, 3, 5), c, "vertex")),
+        ("project", lambda x, c: (x.double(), c.double(), "exact")),
+        ("nearest", lambda x, c: (x, c)),
+        ("decode", lambda x, c: (torch.rand(2, 3, device="cuda") * 7, c)),
+        ("expand", lambda x, c: (c, 0.01)),
+    ],
+)
+def test_opcheck_cuda(op, args):
+    x, c = torch.randn(6, 5, device="cuda"), torch.randn(8, 5, device="cuda")
+    torch.library.opcheck(getattr(torch.ops.sfvq, op).default, args(x, c))
+
+
+def test_torch_compile_cuda():
+    @torch.compile(fullgraph=True, backend="aot_eager")
+    def quantize(x, c):
+        r = sfvq_ext.project(x, c)
+        return r.point * 2, r.coord + 1
+
+    x, c = torch.randn(100, 8, device="cuda"), torch.randn(16, 8, device="cuda")
+    point, coord = quantize(x, c)
+    r = sfvq_ext.project(x, c)
+    assert torch.equal(point, r.point * 2) and torch.equal(coord, r.coord + 1)
