@@ -154,6 +154,7 @@ __device__ ExactFit warp_fit_segment(const T* __restrict__ xr, const T* __restri
   const T* c0 = cb + int64_t(i) * D;
   const T* c1 = c0 + D;
   double p = 0, q = 0;
+#pragma unroll 8
   for (int64_t k = lane; k < D; k += 32) {
     const double a = to_double(c0[k]);
     const double e = to_double(xr[k]) - a, d = to_double(c1[k]) - a;
@@ -168,7 +169,8 @@ __device__ ExactFit warp_fit_segment(const T* __restrict__ xr, const T* __restri
   f.dist = expanded_squared_distance(q, p, tb.b64[i], f.t);
   if (expanded_form_cancels(f.dist, q)) {
     double s = 0;
-    for (int64_t k = lane; k < D; k += 32) {
+  #pragma unroll 8
+  for (int64_t k = lane; k < D; k += 32) {
       const double e = to_double(xr[k]) - lerp(to_double(c0[k]), to_double(c1[k]), f.t);
       s = fma(e, e, s);
     }
@@ -181,6 +183,7 @@ template <typename T>
 __device__ ExactFit warp_fit_vertex(const T* __restrict__ xr, const T* __restrict__ cb, int64_t D, int j, int lane) {
   const T* c = cb + int64_t(j) * D;
   double s = 0;
+#pragma unroll 8
   for (int64_t k = lane; k < D; k += 32) {
     const double e = to_double(xr[k]) - to_double(c[k]);
     s = fma(e, e, s);
@@ -230,9 +233,10 @@ __device__ void warp_write(const T* __restrict__ xr, const T* __restrict__ cb, c
     static_cast<O*>(out.coord)[r] = static_cast<O>(static_cast<double>(fit.item) + fit.t);
     static_cast<O*>(out.dist)[r] = static_cast<O>(fit.dist);
   }
-  const T* c0 = cb + int64_t(fit.item) * D;
-  const T* c1 = c0 + D;
-  T* point = static_cast<T*>(out.point) + r * D;
+  const T* __restrict__ c0 = cb + int64_t(fit.item) * D;
+  const T* __restrict__ c1 = c0 + D;
+  T* __restrict__ point = static_cast<T*>(out.point) + r * D;
+#pragma unroll 8
   for (int64_t k = lane; k < D; k += 32) point[k] = from_double<T>(lerp(to_double(c0[k]), to_double(c1[k]), fit.t));
 }
 
@@ -296,9 +300,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   bool nan_score = false;
 
   // Centre (x - m), round to TF32, and accumulate ||x~||^2 and the rounding error.
-  auto centre = [&](auto value, int64_t k, int q, bool first_tile) -> float {
+  auto centre = [&](auto value, auto m, int q, bool first_tile) -> float {
     using V = decltype(value);
-    const V m = std::is_same_v<V, double> ? static_cast<V>(tb.mean64[k]) : static_cast<V>(tb.mean[k]);
     const V v = value - m;
     const float r = round_tf32(static_cast<float>(v));
     if (first_tile) {
@@ -309,9 +312,12 @@ __global__ void __launch_bounds__(kThreads, 1)
     return r;
   };
 
-  auto issue = [&](int64_t it) {
-    if (it < total) {
-      const int nt = static_cast<int>(it / KT), kt = static_cast<int>(it % KT), stage = static_cast<int>(it % kStages);
+  // Loads are issued kStages - 1 iterations ahead; (nt, kt, stage) of the next one to issue.
+  int64_t issued = 0;
+  int issue_nt = 0, issue_kt = 0, issue_stage = 0;
+  auto issue = [&]() {
+    if (issued < total) {
+      const int nt = issue_nt, kt = issue_kt, stage = issue_stage;
       const int64_t k0 = int64_t(kt) * BK + ld_col;
       float* a_tile = As + stage * BM * kLd;
       float* b_tile = Bs + stage * BN * kLd;
@@ -330,9 +336,9 @@ __global__ void __launch_bounds__(kThreads, 1)
             float v = 0.f;
             if (k < D) {
               if constexpr (std::is_same_v<T, double>) {
-                v = centre(row < N ? x[row * D + k] : 0.0, k, q, nt == 0 && row < N);
+                v = centre(row < N ? x[row * D + k] : 0.0, __ldg(tb.mean64 + k), q, nt == 0 && row < N);
               } else {
-                v = centre(row < N ? static_cast<float>(x[row * D + k]) : 0.f, k, q, nt == 0 && row < N);
+                v = centre(row < N ? static_cast<float>(x[row * D + k]) : 0.f, __ldg(tb.mean + k), q, nt == 0 && row < N);
               }
             }
             dst[e] = v;
@@ -344,15 +350,18 @@ __global__ void __launch_bounds__(kThreads, 1)
                                                   : static_cast<const void*>(tb.centered),
                    okb);
       }
+      ++issued;
+      if (++issue_kt == KT) issue_kt = 0, ++issue_nt;
+      if (++issue_stage == kStages) issue_stage = 0;
     }
     cp_async_commit();
   };
 
 #pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) issue(s);
+  for (int s = 0; s < kStages - 1; ++s) issue();
 
+  int nt = 0, kt = 0, stage = 0;
   for (int64_t it = 0; it < total; ++it) {
-    const int nt = static_cast<int>(it / KT), kt = static_cast<int>(it % KT), stage = static_cast<int>(it % kStages);
     cp_async_wait<kStages - 2>();
     if constexpr (kAsyncA) {
       // Centre and round the chunks this thread copied (visible to it after the wait).
@@ -365,16 +374,17 @@ __global__ void __launch_bounds__(kThreads, 1)
         float4 v = *p;
         if (k0 < D) {
           const bool first = nt == 0 && row0 + r < N;
-          v.x = centre(v.x, k0 + 0, q, first);
-          v.y = centre(v.y, k0 + 1, q, first);
-          v.z = centre(v.z, k0 + 2, q, first);
-          v.w = centre(v.w, k0 + 3, q, first);
+          const float4 m = __ldg(reinterpret_cast<const float4*>(tb.mean + k0));
+          v.x = centre(v.x, m.x, q, first);
+          v.y = centre(v.y, m.y, q, first);
+          v.z = centre(v.z, m.z, q, first);
+          v.w = centre(v.w, m.w, q, first);
         }
         *p = v;
       }
     }
     __syncthreads();
-    issue(it + kStages - 1);
+    issue();
 
     // Tensor-core tile product. The k order inside a BK chunk is permuted
     // (identically for A and B, so the dot products are unchanged) so that
@@ -451,6 +461,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       __syncthreads();
       if (kSegments && tid < BM) carry[tid] = Gs[tid * kGLd + BN - 1];
     }
+    if (++kt == KT) kt = 0, ++nt;
+    if (++stage == kStages) stage = 0;
   }
   cp_async_wait<0>();
 
