@@ -141,7 +141,10 @@ def main() -> None:
         print(f"N={n:.0e} D={d} K={k}: " + ", ".join(f"{name} {v:.3f} ms" for name, v in ms.items())
               + f", brute-forced rows {r['brute']:.4%}", flush=True)
         torch.cuda.empty_cache()
+        write_table(results, bw, args)  # after every shape, so a cut-off run still leaves a table
 
+
+def write_table(results, bw: float, args) -> None:
     props = torch.cuda.get_device_properties(0)
     driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
                             capture_output=True, text=True).stdout.strip()
@@ -173,7 +176,6 @@ def main() -> None:
             + f" | {ms['authors'] / p:.0f}x | {ms['sfvq nearest'] / ms['nearest chunked']:.2f}"
             + f" | {r['brute']:.3%} | {r['moved_gbs'] / bw:.0%} |")
     Path(args.out).write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
 
 
 if __name__ == "__main__":

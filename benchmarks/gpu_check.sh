@@ -14,13 +14,15 @@ $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cu
 $PY -m pip install --no-build-isolation --no-deps -Cbuild-dir=build/gpu -e . > "$OUT/build.log" 2>&1 \
   || { tail -40 "$OUT/build.log"; exit 1; }
 echo "build ok"
-timeout 300 $PY -m pytest tests -q -rfE -p no:cacheprovider 2>&1 | tee "$OUT/tests.log" | tail -25
+timeout 150 $PY -m pytest tests -q -rfE -p no:cacheprovider 2>&1 | tee "$OUT/tests.log" | tail -25
 for tool in memcheck racecheck; do
-  timeout 240 compute-sanitizer --tool $tool --error-exitcode 3 $PY tests/cuda_sanitizer_inputs.py > "$OUT/$tool.log" 2>&1
+  timeout 90 compute-sanitizer --tool $tool --error-exitcode 3 $PY tests/cuda_sanitizer_inputs.py > "$OUT/$tool.log" 2>&1
   echo "compute-sanitizer $tool: exit $? ($(grep -c 'ERROR SUMMARY: 0 errors\|RACECHECK SUMMARY: 0 hazards' "$OUT/$tool.log") clean summaries)"
   tail -3 "$OUT/$tool.log"
 done
 case "${1:---quick}" in
-  --quick) timeout 240 $PY benchmarks/cuda_table.py --quick --out "$OUT/cuda_project.md" 2>&1 | tail -12 ;;
-  --full) timeout 540 $PY benchmarks/cuda_table.py --out "$OUT/cuda_project.md" 2>&1 | tail -40 ;;
+  --quick) timeout 240 $PY benchmarks/cuda_table.py --quick --out "$OUT/cuda_project.md" > "$OUT/bench.log" 2>&1
+           echo "benchmark exit $?"; tail -4 "$OUT/cuda_project.md" ;;
+  --full) timeout 330 $PY benchmarks/cuda_table.py --out "$OUT/cuda_project.md" > "$OUT/bench.log" 2>&1
+          echo "benchmark exit $?"; tail -30 "$OUT/cuda_project.md" ;;
 esac
