@@ -43,8 +43,9 @@ def gpu_time_ms(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def chunk_rows(n: int, k: int) -> int:
-    return max(1, min(n, CHUNK_BYTES // (4 * k)))
+def chunk_rows(n: int, width: int) -> int:
+    """Rows per chunk so that a (rows, width) float32 temporary stays within 1 GiB."""
+    return max(1, min(n, CHUNK_BYTES // (4 * width)))
 
 
 def mm_chunked(x, ct, out):
@@ -63,7 +64,7 @@ def torch_chunked_project(x, c):
     b = d.square().sum(1)
     inv_b = torch.where(b > 0, 1 / b, torch.zeros_like(b))
     n = cc[:-1].square().sum(1)
-    rows = chunk_rows(x.shape[0], c.shape[0])
+    rows = chunk_rows(x.shape[0], max(c.shape))
     point = torch.empty_like(x)
     seg = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
     for s in range(0, x.shape[0], rows):
@@ -125,12 +126,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--n", type=float, nargs="*", default=[1e5, 1e6, 1e7])
+    parser.add_argument("--d", type=int, nargs="*", default=[128, 512])
+    parser.add_argument("--k", type=int, nargs="*", default=[16, 256, 1024, 4096])
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "cuda_project.md"))
     args = parser.parse_args()
     if args.quick:
         shapes = [(10**6, 512, 16), (10**6, 512, 1024)]
     else:
-        shapes = [(n, d, k) for n in (10**5, 10**6, 10**7) for d in (128, 512) for k in (16, 256, 1024, 4096)]
+        shapes = [(int(n), d, k) for n in args.n for d in args.d for k in args.k]
     bw = copy_bandwidth_gbs()
     print(f"device-to-device copy: {bw:.0f} GB/s (read + write)", flush=True)
     results = []
