@@ -131,8 +131,14 @@ def test_vertex_rule(kind, path):
     want = reference.project_vertex_rule(x, c)
     torch.testing.assert_close(got.dist.double(), want.dist, rtol=1e-6, atol=1e-9)
     torch.testing.assert_close(got.point.double(), want.point, rtol=1e-5, atol=1e-5)
-    cpu = sfvq_ext.project(x, c, mode="vertex")
-    assert (got.segment == cpu.segment).float().mean() > 0.99
+    # Segments j-1 at t=1 and j at t=0 both reach vertex j (frequent under this
+    # rule): float64 rounding may pick either, elsewhere the choice must agree.
+    dists = reference._segment_fits(x.double(), c.double())[1]
+    d_got = dists.gather(1, got.segment[:, None])[:, 0]
+    d_want = dists.gather(1, want.segment[:, None])[:, 0]
+    near_tie = (d_got - d_want).abs() <= 1e-9 * d_want + 1e-12
+    assert torch.all((got.segment == want.segment) | near_tie)
+    assert (got.segment == want.segment).float().mean() > 0.9
     for K in (2, 3):
         small = torch.randn(K, 4)
         xs = torch.randn(50, 4)
