@@ -16,10 +16,10 @@ PY=${PYTHON:-python3}
 if [ -x /usr/bin/g++ ]; then export CXX=/usr/bin/g++ CUDAHOSTCXX=/usr/bin/g++ CC=/usr/bin/gcc; fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/device.txt"
 $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" | tee -a "$OUT/device.txt"
-$PY -m pip install --no-build-isolation --no-deps -Cbuild-dir=build/gpu -v -e . > "$OUT/build.log" 2>&1 \
+$PY -m pip install --no-build-isolation --no-deps -Cbuild-dir=build/gpu-$(basename "${CXX:-cc}") -v -e . > "$OUT/build.log" 2>&1 \
   || { tail -40 "$OUT/build.log"; exit 1; }
 echo "build ok ($(grep -o 'torch [^ ]* (C++[0-9]*)' "$OUT/build.log" | head -1))"
-readelf -d build/gpu/_C*.so | grep -q 'libstdc++' || echo "WARNING: _C links libstdc++ statically; error messages will crash"
+readelf -d build/gpu-$(basename "${CXX:-cc}")/_C*.so | grep -q 'libstdc++' || echo "WARNING: _C links libstdc++ statically; error messages will crash"
 timeout 150 $PY -m pytest tests -q -rfE -p no:cacheprovider 2>&1 | tee "$OUT/tests.log" | tail -25
 for tool in memcheck racecheck; do
   timeout 90 compute-sanitizer --tool $tool --error-exitcode 3 $PY tests/cuda_sanitizer_inputs.py > "$OUT/$tool.log" 2>&1
