@@ -147,6 +147,32 @@ __device__ __forceinline__ bool better(const ExactFit& f, const ExactFit& best) 
   return f.dist < best.dist || (f.dist == best.dist && f.item < best.item);
 }
 
+// Calls f(x_k, a_k, b_k) (as float64) for every element k of this lane's share
+// of rows xr, a, b. float32 rows that are 16-byte aligned with D % 4 == 0
+// (tb.vec4) are read 4 elements at a time, so a lane has all its loads in flight at once.
+template <typename T, typename F>
+__device__ __forceinline__ void for_lane_elements(const T* __restrict__ xr, const T* __restrict__ a,
+                                                  const T* __restrict__ b, int64_t D, bool vec4, int lane, F&& f) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (vec4) {
+      const float4* x4 = reinterpret_cast<const float4*>(xr);
+      const float4* a4 = reinterpret_cast<const float4*>(a);
+      const float4* b4 = reinterpret_cast<const float4*>(b);
+#pragma unroll 4
+      for (int64_t k = lane; k < D / 4; k += 32) {
+        const float4 xv = x4[k], av = a4[k], bv = b4[k];
+        f(double(xv.x), double(av.x), double(bv.x));
+        f(double(xv.y), double(av.y), double(bv.y));
+        f(double(xv.z), double(av.z), double(bv.z));
+        f(double(xv.w), double(av.w), double(bv.w));
+      }
+      return;
+    }
+  }
+#pragma unroll 8
+  for (int64_t k = lane; k < D; k += 32) f(to_double(xr[k]), to_double(a[k]), to_double(b[k]));
+}
+
 // Exact float64 distance from row xr to segment i (whole warp; every lane gets the result).
 template <typename T>
 __device__ ExactFit warp_fit_segment(const T* __restrict__ xr, const T* __restrict__ cb, int64_t D, int i,
@@ -154,13 +180,11 @@ __device__ ExactFit warp_fit_segment(const T* __restrict__ xr, const T* __restri
   const T* c0 = cb + int64_t(i) * D;
   const T* c1 = c0 + D;
   double p = 0, q = 0;
-#pragma unroll 8
-  for (int64_t k = lane; k < D; k += 32) {
-    const double a = to_double(c0[k]);
-    const double e = to_double(xr[k]) - a, d = to_double(c1[k]) - a;
-    p = fma(e, d, p);
+  for_lane_elements(xr, c0, c1, D, tb.vec4, lane, [&](double xk, double ak, double bk) {
+    const double e = xk - ak;
+    p = fma(e, bk - ak, p);
     q = fma(e, e, q);
-  }
+  });
   p = warp_sum(p);
   q = warp_sum(q);
   ExactFit f;
@@ -169,25 +193,25 @@ __device__ ExactFit warp_fit_segment(const T* __restrict__ xr, const T* __restri
   f.dist = expanded_squared_distance(q, p, tb.b64[i], f.t);
   if (expanded_form_cancels(f.dist, q)) {
     double s = 0;
-  #pragma unroll 8
-  for (int64_t k = lane; k < D; k += 32) {
-      const double e = to_double(xr[k]) - lerp(to_double(c0[k]), to_double(c1[k]), f.t);
+    const double t = f.t;
+    for_lane_elements(xr, c0, c1, D, tb.vec4, lane, [&](double xk, double ak, double bk) {
+      const double e = xk - lerp(ak, bk, t);
       s = fma(e, e, s);
-    }
+    });
     f.dist = warp_sum(s);
   }
   return f;
 }
 
 template <typename T>
-__device__ ExactFit warp_fit_vertex(const T* __restrict__ xr, const T* __restrict__ cb, int64_t D, int j, int lane) {
-  const T* c = cb + int64_t(j) * D;
+__device__ ExactFit warp_fit_vertex(const T* __restrict__ xr, const T* __restrict__ cb, const SearchTables& tb, int j,
+                                    int lane) {
+  const T* c = cb + int64_t(j) * tb.D;
   double s = 0;
-#pragma unroll 8
-  for (int64_t k = lane; k < D; k += 32) {
-    const double e = to_double(xr[k]) - to_double(c[k]);
+  for_lane_elements(xr, c, c, tb.D, tb.vec4, lane, [&](double xk, double ck, double) {
+    const double e = xk - ck;
     s = fma(e, e, s);
-  }
+  });
   ExactFit f;
   f.item = j;
   f.dist = warp_sum(s);
@@ -197,7 +221,7 @@ __device__ ExactFit warp_fit_vertex(const T* __restrict__ xr, const T* __restric
 template <typename T, bool kSegments>
 __device__ __forceinline__ ExactFit warp_fit(const T* xr, const T* cb, const SearchTables& tb, int item, int lane) {
   if constexpr (kSegments) return warp_fit_segment(xr, cb, tb.D, item, tb, lane);
-  else return warp_fit_vertex(xr, cb, tb.D, item, lane);
+  else return warp_fit_vertex(xr, cb, tb, item, lane);
 }
 
 // Writes row r's answer from the exactly nearest item (segment for exact
@@ -236,6 +260,23 @@ __device__ void warp_write(const T* __restrict__ xr, const T* __restrict__ cb, c
   const T* __restrict__ c0 = cb + int64_t(fit.item) * D;
   const T* __restrict__ c1 = c0 + D;
   T* __restrict__ point = static_cast<T*>(out.point) + r * D;
+  if constexpr (std::is_same_v<T, float>) {
+    if (tb.vec4) {
+      const float4* a4 = reinterpret_cast<const float4*>(c0);
+      const float4* b4 = reinterpret_cast<const float4*>(c1);
+      float4* p4 = reinterpret_cast<float4*>(point);
+      const double t = fit.t;
+#pragma unroll 4
+      for (int64_t k = lane; k < D / 4; k += 32) {
+        const float4 a = a4[k], b = b4[k];
+        p4[k] = make_float4(static_cast<float>(lerp(double(a.x), double(b.x), t)),
+                            static_cast<float>(lerp(double(a.y), double(b.y), t)),
+                            static_cast<float>(lerp(double(a.z), double(b.z), t)),
+                            static_cast<float>(lerp(double(a.w), double(b.w), t)));
+      }
+      return;
+    }
+  }
 #pragma unroll 8
   for (int64_t k = lane; k < D; k += 32) point[k] = from_double<T>(lerp(to_double(c0[k]), to_double(c1[k]), fit.t));
 }

@@ -116,12 +116,15 @@ void run_search(const at::Tensor& x, const at::Tensor& table, bool with_segments
   out.status = status.data_ptr<int64_t>();
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const InputType type = input_type(x.scalar_type());
-  launch_search(type, x.data_ptr(), table.data_ptr(), N, tables.view, mode, out, stream);
+  SearchTables view = tables.view;
+  const auto aligned = [](const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; };
+  view.vec4 = x.scalar_type() == at::kFloat && table.size(1) % 4 == 0 && aligned(x) && aligned(table);
+  launch_search(type, x.data_ptr(), table.data_ptr(), N, view, mode, out, stream);
   // One synchronising copy: the NaN/Inf policy raises, and the brute-force grid needs the count.
   const at::Tensor host = status.cpu();
   const int64_t first_bad = host[0].item<int64_t>(), count = host[1].item<int64_t>();
   check_finite_rows(first_bad, N);
-  launch_fallback(type, x.data_ptr(), table.data_ptr(), count, tables.view, mode, out, stream);
+  launch_fallback(type, x.data_ptr(), table.data_ptr(), count, view, mode, out, stream);
   last_stats = {N, count};
 }
 
