@@ -3,25 +3,6 @@
 
 #include "ops_common.h"
 
-namespace sfvq::binding {
-namespace {
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> project_cpu(const at::Tensor& x,
-                                                                                   const at::Tensor& codebook,
-                                                                                   c10::string_view mode) {
-  return project(x, codebook, mode, &cpu::project);
-}
-std::tuple<at::Tensor, at::Tensor> nearest_cpu(const at::Tensor& x, const at::Tensor& points) {
-  return nearest(x, points, &cpu::nearest);
-}
-at::Tensor decode_cpu(const at::Tensor& coord, const at::Tensor& codebook) {
-  return decode(coord, codebook, &cpu::decode);
-}
-at::Tensor expand_cpu(const at::Tensor& codebook, double eps) { return expand(codebook, eps, &cpu::expand); }
-
-}  // namespace
-}  // namespace sfvq::binding
-
 TORCH_LIBRARY(sfvq, m) {
   // Fake (meta) kernels and autograd are registered from Python, in this module.
   m.set_python_module("sfvq_ext.ops");
@@ -46,8 +27,9 @@ TORCH_LIBRARY(sfvq, m) {
 }
 
 TORCH_LIBRARY_IMPL(sfvq, CPU, m) {
-  m.impl("project", &sfvq::binding::project_cpu);
-  m.impl("nearest", &sfvq::binding::nearest_cpu);
-  m.impl("decode", &sfvq::binding::decode_cpu);
-  m.impl("expand", &sfvq::binding::expand_cpu);
+  using namespace sfvq;
+  m.impl("project", &binding::project<&cpu::project>);
+  m.impl("nearest", &binding::nearest<&cpu::nearest>);
+  m.impl("decode", &binding::decode<&cpu::decode>);
+  m.impl("expand", &binding::expand<&cpu::expand>);
 }

@@ -65,8 +65,12 @@ using NearestKernel = void (*)(const at::Tensor&, const at::Tensor&, at::Tensor&
 using DecodeKernel = void (*)(const at::Tensor&, const at::Tensor&, at::Tensor&);
 using ExpandKernel = void (*)(const at::Tensor&, double, at::Tensor&);
 
-inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> project(
-    const at::Tensor& x, const at::Tensor& codebook, c10::string_view mode, ProjectKernel kernel) {
+// Each op below is registered per backend as an instantiation with that
+// backend's kernel, e.g. m.impl("project", &project<&cpu::project>).
+template <ProjectKernel kernel>
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> project(const at::Tensor& x,
+                                                                               const at::Tensor& codebook,
+                                                                               c10::string_view mode) {
   TORCH_CHECK_VALUE(mode == "exact" || mode == "vertex", "sfvq.project: mode must be \"exact\" or \"vertex\", got \"",
                     std::string(mode), "\"");
   check_vectors("project", "codebook", codebook, 2);
@@ -85,8 +89,8 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> pr
           out.dist.view(lead)};
 }
 
-inline std::tuple<at::Tensor, at::Tensor> nearest(const at::Tensor& x, const at::Tensor& points,
-                                                  NearestKernel kernel) {
+template <NearestKernel kernel>
+std::tuple<at::Tensor, at::Tensor> nearest(const at::Tensor& x, const at::Tensor& points) {
   check_vectors("nearest", "points", points, 1);
   check_inputs("nearest", x, "points", points);
   const at::Tensor x2 = x.reshape({-1, points.size(1)}).contiguous();
@@ -98,7 +102,8 @@ inline std::tuple<at::Tensor, at::Tensor> nearest(const at::Tensor& x, const at:
   return {index.view(lead), dist.view(lead)};
 }
 
-inline at::Tensor decode(const at::Tensor& coord, const at::Tensor& codebook, DecodeKernel kernel) {
+template <DecodeKernel kernel>
+at::Tensor decode(const at::Tensor& coord, const at::Tensor& codebook) {
   check_vectors("decode", "codebook", codebook, 2);
   check_float_tensor("decode", "coord", coord);
   TORCH_CHECK_VALUE(coord.device() == codebook.device(), "sfvq.decode: coord and codebook must be on the same device, got coord on ",
@@ -113,7 +118,8 @@ inline at::Tensor decode(const at::Tensor& coord, const at::Tensor& codebook, De
   return out.view(shape);
 }
 
-inline at::Tensor expand(const at::Tensor& codebook, double eps, ExpandKernel kernel) {
+template <ExpandKernel kernel>
+at::Tensor expand(const at::Tensor& codebook, double eps) {
   check_vectors("expand", "codebook", codebook, 2);
   TORCH_CHECK_VALUE(eps > 0.0 && eps < 0.5, "sfvq.expand: eps must be in (0, 0.5), got ", eps);
   at::Tensor out = at::empty({2 * codebook.size(0), codebook.size(1)}, codebook.options());

@@ -28,7 +28,6 @@
 #include <c10/util/Half.h>
 #include <cuda_runtime.h>
 
-#include <cfloat>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -175,8 +174,9 @@ __device__ __forceinline__ void for_lane_elements(const T* __restrict__ xr, cons
 
 // Exact float64 distance from row xr to segment i (whole warp; every lane gets the result).
 template <typename T>
-__device__ ExactFit warp_fit_segment(const T* __restrict__ xr, const T* __restrict__ cb, int64_t D, int i,
-                                     const SearchTables& tb, int lane) {
+__device__ ExactFit warp_fit_segment(const T* __restrict__ xr, const T* __restrict__ cb, const SearchTables& tb, int i,
+                                     int lane) {
+  const int64_t D = tb.D;
   const T* c0 = cb + int64_t(i) * D;
   const T* c1 = c0 + D;
   double p = 0, q = 0;
@@ -220,7 +220,7 @@ __device__ ExactFit warp_fit_vertex(const T* __restrict__ xr, const T* __restric
 
 template <typename T, bool kSegments>
 __device__ __forceinline__ ExactFit warp_fit(const T* xr, const T* cb, const SearchTables& tb, int item, int lane) {
-  if constexpr (kSegments) return warp_fit_segment(xr, cb, tb.D, item, tb, lane);
+  if constexpr (kSegments) return warp_fit_segment(xr, cb, tb, item, lane);
   else return warp_fit_vertex(xr, cb, tb, item, lane);
 }
 
@@ -243,11 +243,11 @@ __device__ void warp_write(const T* __restrict__ xr, const T* __restrict__ cb, c
     // The original authors' rule: nearest vertex j moved into [1, K-2], then
     // the better of segments j-1 and j (the lower one when equally good).
     if (tb.K == 2) {
-      fit = warp_fit_segment(xr, cb, D, 0, tb, lane);
+      fit = warp_fit_segment(xr, cb, tb, 0, lane);
     } else {
       const int j = min(max(best.item, 1), static_cast<int>(tb.K) - 2);
-      const ExactFit before_j = warp_fit_segment(xr, cb, D, j - 1, tb, lane);
-      const ExactFit after_j = warp_fit_segment(xr, cb, D, j, tb, lane);
+      const ExactFit before_j = warp_fit_segment(xr, cb, tb, j - 1, lane);
+      const ExactFit after_j = warp_fit_segment(xr, cb, tb, j, lane);
       fit = after_j.dist < before_j.dist ? after_j : before_j;
     }
   }
@@ -291,9 +291,9 @@ __device__ __forceinline__ void push_fallback(const SearchOutputs& out, int64_t 
 }
 
 // ---------------------------------------------------------------------------
-// The fused kernel. T: input dtype. kAsyncA: x is float32 with D % 4 == 0 and
-// 16-byte aligned, so its tiles stream in by cp.async; otherwise each thread
-// loads, converts and centres its elements itself.
+// The fused kernel. T: input dtype. kAsyncA (= tb.vec4): float32 rows 16-byte
+// aligned, so x tiles stream in by cp.async; otherwise each thread loads,
+// converts and centres its elements itself.
 
 template <typename T, bool kAsyncA, bool kSegments>
 __global__ void __launch_bounds__(kThreads, 1)
@@ -644,7 +644,7 @@ void launch_typed(const void* x, const void* cb, int64_t N, const SearchTables& 
                   const SearchOutputs& out, cudaStream_t stream) {
   const bool segments = mode == SearchMode::kProjectExact;
   if constexpr (std::is_same_v<T, float>) {
-    if (tb.D % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0) {
+    if (tb.vec4) {
       if (segments) launch_fused<T, true, true>(x, cb, N, tb, mode, out, stream);
       else launch_fused<T, true, false>(x, cb, N, tb, mode, out, stream);
       return;
@@ -665,27 +665,32 @@ void fallback_typed(const void* x, const void* cb, int64_t count, const SearchTa
   check(cudaGetLastError(), "fallback_kernel launch");
 }
 
+// Calls f(T{}) with T the C++ type of the input dtype.
+template <typename F>
+void with_input_type(InputType type, F&& f) {
+  switch (type) {
+    case InputType::kFloat: return f(float{});
+    case InputType::kDouble: return f(double{});
+    case InputType::kHalf: return f(c10::Half{});
+    case InputType::kBFloat16: return f(c10::BFloat16{});
+  }
+}
+
 }  // namespace
 
 void launch_search(InputType type, const void* x, const void* codebook, int64_t N, const SearchTables& tables,
                    SearchMode mode, const SearchOutputs& out, cudaStream_t stream) {
-  switch (type) {
-    case InputType::kFloat: return launch_typed<float>(x, codebook, N, tables, mode, out, stream);
-    case InputType::kDouble: return launch_typed<double>(x, codebook, N, tables, mode, out, stream);
-    case InputType::kHalf: return launch_typed<c10::Half>(x, codebook, N, tables, mode, out, stream);
-    case InputType::kBFloat16: return launch_typed<c10::BFloat16>(x, codebook, N, tables, mode, out, stream);
-  }
+  with_input_type(type, [&](auto tag) {
+    launch_typed<decltype(tag)>(x, codebook, N, tables, mode, out, stream);
+  });
 }
 
 void launch_fallback(InputType type, const void* x, const void* codebook, int64_t count, const SearchTables& tables,
                      SearchMode mode, const SearchOutputs& out, cudaStream_t stream) {
   if (count <= 0) return;
-  switch (type) {
-    case InputType::kFloat: return fallback_typed<float>(x, codebook, count, tables, mode, out, stream);
-    case InputType::kDouble: return fallback_typed<double>(x, codebook, count, tables, mode, out, stream);
-    case InputType::kHalf: return fallback_typed<c10::Half>(x, codebook, count, tables, mode, out, stream);
-    case InputType::kBFloat16: return fallback_typed<c10::BFloat16>(x, codebook, count, tables, mode, out, stream);
-  }
+  with_input_type(type, [&](auto tag) {
+    fallback_typed<decltype(tag)>(x, codebook, count, tables, mode, out, stream);
+  });
 }
 
 }  // namespace sfvq::cuda

@@ -26,7 +26,8 @@ struct SearchTables {
   float norm_max = 0;      // >= max_j ||centered_j||
   float delta_c = 0;       // >= max_j ||centered_j - (c_j - m)||: how far TF32 rounding moved a vertex
   bool force_fallback = false;  // tests: send every row through the brute-force kernel
-  bool vec4 = false;            // float32 input and codebook rows 16-byte aligned: vector loads in the finish
+  bool vec4 = false;            // float32 x and codebook rows 16-byte aligned (D % 4 == 0): cp.async
+                                // tiles and 16-byte loads in the exact finish
 };
 
 enum class SearchMode : int { kProjectExact = 0, kProjectVertex = 1, kNearest = 2 };
