@@ -24,6 +24,15 @@ TORCH_LIBRARY(sfvq, m) {
   // Doubled codebook (K, D) -> (2K, D): vertex j < K/2 becomes coordinates j, j + eps;
   //   vertex j >= K/2 becomes j - eps, j. 0 < eps < 0.5.
   m.def("expand(Tensor codebook, float eps=0.01) -> Tensor");
+  // Training step's quantizer. x: (..., D); codebook: (K, D), K >= 2; dither: (K-1,) in [0, 1),
+  //   one value per segment. Each row goes to the nearest dithered point
+  //   p_i = (1 - r_i) c_i + r_i c_{i+1}. -> quantized (..., D) = p_segment; segment (...) int64.
+  m.def("dithered_quantize(Tensor x, Tensor codebook, Tensor dither) -> (Tensor quantized, Tensor segment)");
+}
+
+// Built from the registered ops above, so one registration serves every device.
+TORCH_LIBRARY_IMPL(sfvq, CompositeExplicitAutograd, m) {
+  m.impl("dithered_quantize", &sfvq::binding::dithered_quantize);
 }
 
 TORCH_LIBRARY_IMPL(sfvq, CPU, m) {

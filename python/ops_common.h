@@ -4,6 +4,8 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/ops/lerp.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/isfinite.h>
 #include <ATen/ops/isnan.h>
@@ -125,6 +127,33 @@ at::Tensor expand(const at::Tensor& codebook, double eps) {
   at::Tensor out = at::empty({2 * codebook.size(0), codebook.size(1)}, codebook.options());
   kernel(codebook.contiguous(), eps, out);
   return out;
+}
+
+// Training-time quantization against dithered points: p_i = c_i + r_i (c_{i+1} - c_i),
+// i = 0..K-2, one r_i per segment shared by the whole batch; each row of x goes to its
+// nearest p_i. Device-agnostic (it calls the registered nearest op), so it is
+// registered once as CompositeExplicitAutograd; its backward lives in sfvq_ext/ops.py.
+inline std::tuple<at::Tensor, at::Tensor> dithered_quantize(const at::Tensor& x, const at::Tensor& codebook,
+                                                            const at::Tensor& dither) {
+  check_vectors("dithered_quantize", "codebook", codebook, 2);
+  check_inputs("dithered_quantize", x, "codebook", codebook);
+  const int64_t segments = codebook.size(0) - 1;
+  TORCH_CHECK_VALUE(dither.dim() == 1 && dither.size(0) == segments,
+                    "sfvq.dithered_quantize: dither must have shape (K-1,) = (", segments,
+                    ",), one value per segment, got shape ", dither.sizes());
+  TORCH_CHECK_TYPE(dither.scalar_type() == codebook.scalar_type(),
+                   "sfvq.dithered_quantize: dither must have the dtype of codebook (", codebook.scalar_type(),
+                   "), got ", dither.scalar_type());
+  TORCH_CHECK_VALUE(dither.device() == codebook.device(), "sfvq.dithered_quantize: dither must be on the device of codebook (",
+                    codebook.device(), "), got ", dither.device());
+  const at::Tensor points =
+      at::lerp(codebook.narrow(0, 0, segments), codebook.narrow(0, 1, segments), dither.unsqueeze(1));
+  static const auto nearest_op = c10::Dispatcher::singleton()
+                                     .findSchemaOrThrow("sfvq::nearest", "")
+                                     .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&)>();
+  const at::Tensor segment = std::get<0>(nearest_op.call(x, points));
+  std::vector<int64_t> point_shape(x.sizes().begin(), x.sizes().end());
+  return {points.index_select(0, segment.reshape({-1})).view(point_shape), segment};
 }
 
 }  // namespace sfvq::binding

@@ -9,11 +9,11 @@ coordinates back to points, :func:`expand` doubles the codebook and
 import torch  # noqa: F401  (loads libtorch: the compiled extension links to it without an rpath)
 
 from . import _C
-from .ops import Projection, decode, expand, init_codebook, nearest, project
+from .ops import Projection, decode, dithered_quantize, expand, init_codebook, nearest, project
 
 __version__ = "0.1.0"
 
-__all__ = ["Projection", "project", "nearest", "decode", "expand", "init_codebook", "build_info", "__version__"]
+__all__ = ["Projection", "project", "nearest", "decode", "expand", "dithered_quantize", "init_codebook", "build_info", "__version__"]
 
 
 def build_info() -> dict:

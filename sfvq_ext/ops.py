@@ -14,7 +14,7 @@ from torch import Tensor
 
 from . import _C  # noqa: F401  (registers torch.ops.sfvq.*)
 
-__all__ = ["Projection", "project", "nearest", "decode", "expand", "init_codebook"]
+__all__ = ["Projection", "project", "nearest", "decode", "expand", "dithered_quantize", "init_codebook"]
 
 
 class Projection(NamedTuple):
@@ -76,6 +76,21 @@ def expand(codebook: Tensor, eps: float = 0.01) -> Tensor:
     return torch.ops.sfvq.expand(codebook, float(eps))
 
 
+def dithered_quantize(x: Tensor, codebook: Tensor, dither: Tensor) -> tuple[Tensor, Tensor]:
+    """The training step's quantizer: ``(quantized, segment)``.
+
+    Segment ``i`` of the curve contributes one dithered point
+    ``p_i = (1 - r_i) c_i + r_i c_{i+1}`` with ``r = dither`` ``(K-1,)`` (draw it from
+    ``U[0, 1)`` once per step: it is shared by the batch); every row of ``x``
+    ``(..., D)`` goes to its nearest ``p_i``. Gradients reach ``c_i`` and ``c_{i+1}``
+    through ``quantized``; ``quantized`` does not depend on ``x`` (a hard assignment).
+    """
+    _require_tensor("dithered_quantize", "x", x)
+    _require_tensor("dithered_quantize", "codebook", codebook)
+    _require_tensor("dithered_quantize", "dither", dither)
+    return torch.ops.sfvq.dithered_quantize(x, codebook, dither)
+
+
 def init_codebook(sample: Tensor) -> Tensor:
     """The 4-vector starting curve: sort ``sample`` ``(n, D)`` by L2 norm, cut it
     into four parts of ``n // 4`` vectors (the ``n % 4`` largest are left out, as
@@ -131,3 +146,188 @@ def _decode_fake(coord, codebook):
 @torch.library.register_fake("sfvq::expand")
 def _expand_fake(codebook, eps=0.01):
     return codebook.new_empty((2 * codebook.shape[0], codebook.shape[1]))
+
+
+@torch.library.register_fake("sfvq::dithered_quantize")
+def _dithered_quantize_fake(x, codebook, dither):
+    return x.new_empty(x.shape), x.new_empty(x.shape[:-1], dtype=torch.int64)
+
+
+# ---------------------------------------------------------------------------
+# Autograd. Each backward is written with aten ops only, so it traces under
+# torch.compile; it computes in float32 (float64 for float64) and returns
+# gradients in the dtype of the input they belong to.
+
+
+def _compute_dtype(t: Tensor) -> torch.dtype:
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def _scatter_rows(K: int, rows: Tensor, values: Tensor) -> Tensor:
+    """(K, D) tensor holding the sum of values[n] at row rows[n]."""
+    return values.new_zeros(K, values.shape[-1]).index_add_(0, rows, values)
+
+
+def _project_setup(ctx, inputs, output):
+    x, codebook, _mode = inputs
+    _point, segment, t, _coord, _dist = output
+    ctx.save_for_backward(x, codebook, segment, t)
+
+
+def _project_backward(ctx, g_point, g_segment, g_t, g_coord, g_dist):
+    """Derivatives of the winning segment's fit (the segment choice itself is
+    piecewise constant). With c0, c1 the segment's ends, d = c1 - c0, L = |d|^2,
+    t = <x - c0, d> / L clamped to [0, 1] and e = x - point:
+      point = c0 + t d,  dist = |e|^2,  coord = segment + t,
+      dt/dx = d / L, dt/dc0 = -((1 - t) d + e) / L, dt/dc1 = (e - t d) / L
+    where 0 < t < 1 (t is constant where it is clamped or L = 0). d dist/dt
+    = -2 <e, d> vanishes where t is free, so dist's gradient is 2e, -2(1-t)e, -2te."""
+    x, codebook, segment, t = ctx.saved_tensors
+    K, D = codebook.shape
+    ct = _compute_dtype(x)
+    xs = x.reshape(-1, D).to(ct)
+    seg = segment.reshape(-1)
+    c = codebook.to(ct)
+    c0, c1 = c[seg], c[seg + 1]
+    d = c1 - c0
+    length2 = (d * d).sum(-1)
+    tt = t.reshape(-1).to(ct)
+    free = (tt > 0) & (tt < 1) & (length2 > 0)
+    e = xs - (c0 + tt[:, None] * d)
+
+    def flat(g, width=None):
+        if g is None:
+            return None
+        return g.reshape(-1, width).to(ct) if width else g.reshape(-1).to(ct)
+
+    gp, gt, gc, gd = flat(g_point, D), flat(g_t), flat(g_coord), flat(g_dist)
+    # Total gradient reaching t, kept only where t is free.
+    g_tot = torch.zeros_like(tt)
+    if gt is not None:
+        g_tot = g_tot + gt
+    if gc is not None:
+        g_tot = g_tot + gc
+    if gp is not None:
+        g_tot = g_tot + (gp * d).sum(-1)
+    g_tot = torch.where(free, g_tot / torch.where(free, length2, 1), 0)[:, None]
+
+    grad_x = g_tot * d
+    grad_c0 = -g_tot * ((1 - tt)[:, None] * d + e)
+    grad_c1 = g_tot * (e - tt[:, None] * d)
+    if gp is not None:
+        grad_c0 = grad_c0 + (1 - tt)[:, None] * gp
+        grad_c1 = grad_c1 + tt[:, None] * gp
+    if gd is not None:
+        ge = 2 * gd[:, None] * e
+        grad_x = grad_x + ge
+        grad_c0 = grad_c0 - (1 - tt)[:, None] * ge
+        grad_c1 = grad_c1 - tt[:, None] * ge
+    grad_codebook = _scatter_rows(K, seg, grad_c0) + _scatter_rows(K, seg + 1, grad_c1)
+    return grad_x.reshape(x.shape).to(x.dtype), grad_codebook.to(codebook.dtype), None
+
+
+torch.library.register_autograd("sfvq::project", _project_backward, setup_context=_project_setup)
+
+
+def _nearest_setup(ctx, inputs, output):
+    x, points = inputs
+    index, _dist = output
+    ctx.save_for_backward(x, points, index)
+
+
+def _nearest_backward(ctx, g_index, g_dist):
+    """dist = |x - p_index|^2: 2 (x - p) to x, its negative to the chosen point."""
+    x, points, index = ctx.saved_tensors
+    M, D = points.shape
+    ct = _compute_dtype(x)
+    idx = index.reshape(-1)
+    ge = 2 * g_dist.reshape(-1, 1).to(ct) * (x.reshape(-1, D).to(ct) - points.to(ct)[idx])
+    return ge.reshape(x.shape).to(x.dtype), _scatter_rows(M, idx, -ge).to(points.dtype)
+
+
+torch.library.register_autograd("sfvq::nearest", _nearest_backward, setup_context=_nearest_setup)
+
+
+def _decode_parts(coord: Tensor, K: int, ct: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+    """Segment j, fraction f and the mask of coordinates inside [0, K-1] (where coord moves the point)."""
+    u = coord.reshape(-1).to(ct)
+    inside = (u >= 0) & (u <= K - 1)
+    uc = u.clamp(0, K - 1)
+    j = uc.floor().long().clamp(max=K - 2)
+    return j, uc - j, inside
+
+
+def _decode_setup(ctx, inputs, output):
+    coord, codebook = inputs
+    ctx.save_for_backward(coord, codebook)
+
+
+def _decode_backward(ctx, g_out):
+    """out = (1 - f) c_j + f c_{j+1}: to the codebook by those weights; to the
+    coordinate <g, c_{j+1} - c_j> inside [0, K-1] (zero where it is clamped)."""
+    coord, codebook = ctx.saved_tensors
+    K, D = codebook.shape
+    ct = _compute_dtype(codebook)
+    j, f, inside = _decode_parts(coord, K, ct)
+    g = g_out.reshape(-1, D).to(ct)
+    c = codebook.to(ct)
+    grad_codebook = _scatter_rows(K, j, (1 - f)[:, None] * g) + _scatter_rows(K, j + 1, f[:, None] * g)
+    grad_coord = torch.where(inside, (g * (c[j + 1] - c[j])).sum(-1), 0)
+    return grad_coord.reshape(coord.shape).to(coord.dtype), grad_codebook.to(codebook.dtype)
+
+
+torch.library.register_autograd("sfvq::decode", _decode_backward, setup_context=_decode_setup)
+
+
+def _expand_coordinates(K: int, eps: float, like: Tensor) -> Tensor:
+    """Curve coordinates of the 2K expanded vertices: j, j + eps below K/2; j - eps, j above."""
+    j = torch.arange(K, dtype=like.dtype, device=like.device)
+    low = j < K // 2
+    first = torch.where(low, j, j - eps)
+    second = torch.where(low, j + eps, j)
+    return torch.stack([first, second], dim=1).reshape(-1)
+
+
+def _expand_setup(ctx, inputs, output):
+    codebook, eps = inputs
+    ctx.eps = eps
+    ctx.K = codebook.shape[0]
+    ctx.codebook_dtype = codebook.dtype
+
+
+def _expand_backward(ctx, g_out):
+    """expand is decode at fixed coordinates: the codebook part of decode's backward."""
+    ct = _compute_dtype(g_out)
+    j, f, _ = _decode_parts(_expand_coordinates(ctx.K, ctx.eps, g_out.new_empty(0, dtype=torch.float64)), ctx.K, ct)
+    g = g_out.to(ct)
+    grad = _scatter_rows(ctx.K, j, (1 - f)[:, None] * g) + _scatter_rows(ctx.K, j + 1, f[:, None] * g)
+    return grad.to(ctx.codebook_dtype), None
+
+
+torch.library.register_autograd("sfvq::expand", _expand_backward, setup_context=_expand_setup)
+
+
+def _dithered_setup(ctx, inputs, output):
+    x, codebook, dither = inputs
+    _quantized, segment = output
+    ctx.save_for_backward(codebook, dither, segment)
+    ctx.x_meta = (x.shape, x.dtype)
+
+
+def _dithered_backward(ctx, g_quantized, g_segment):
+    """quantized = (1 - r_s) c_s + r_s c_{s+1} for the chosen segment s: to the
+    two ends by those weights, to r_s by <g, c_{s+1} - c_s>, nothing to x."""
+    codebook, dither, segment = ctx.saved_tensors
+    K, D = codebook.shape
+    ct = _compute_dtype(codebook)
+    seg = segment.reshape(-1)
+    g = g_quantized.reshape(-1, D).to(ct)
+    r = dither.to(ct)[seg][:, None]
+    c = codebook.to(ct)
+    grad_codebook = _scatter_rows(K, seg, (1 - r) * g) + _scatter_rows(K, seg + 1, r * g)
+    grad_dither = g.new_zeros(K - 1).index_add_(0, seg, (g * (c[seg + 1] - c[seg])).sum(-1))
+    x_shape, x_dtype = ctx.x_meta
+    return g.new_zeros(x_shape, dtype=x_dtype), grad_codebook.to(codebook.dtype), grad_dither.to(dither.dtype)
+
+
+torch.library.register_autograd("sfvq::dithered_quantize", _dithered_backward, setup_context=_dithered_setup)
