@@ -131,3 +131,27 @@ def authors_project(x: Tensor, codebook: Tensor) -> Tensor:
     q_a = here + t_a * (after - here)
     take_after = ((x - q_a).square().sum(1) < (x - q_b).square().sum(1))[:, None]
     return torch.where(take_after, q_a, q_b)
+
+
+def dithered_points(codebook: Tensor, dither: Tensor) -> Tensor:
+    """One point per segment: p_i = (1 - r_i) c_i + r_i c_{i+1}, (K-1, D)."""
+    r = dither[:, None]
+    return (1 - r) * codebook[:-1] + r * codebook[1:]
+
+
+def authors_dithered_quantize(x: Tensor, codebook: Tensor, dither: Tensor) -> tuple[Tensor, Tensor]:
+    """The authors' training-time search as their code computes it (benchmark
+    baseline): an (N, D, K-1) difference tensor to the dithered points, argmin,
+    then the chosen points (differentiable in the codebook). Returns (quantized, segment)."""
+    points = dithered_points(codebook, dither)
+    distances = (x.unsqueeze(-1) - points.t().unsqueeze(0)).square().sum(dim=1)
+    segment = distances.argmin(dim=1)
+    return points[segment], segment
+
+
+def authors_noise_substitution(x: Tensor, quantized: Tensor, noise: Tensor) -> Tensor:
+    """The authors' NSVQ output x + (|x - q| / |v| + 1e-12) v, with the norms as
+    square roots of sums of squares: its gradient is NaN where x == q."""
+    error_norm = (x - quantized).square().sum(dim=1, keepdim=True).sqrt()
+    noise_norm = noise.square().sum(dim=1, keepdim=True).sqrt()
+    return x + (error_norm / noise_norm + 1e-12) * noise
