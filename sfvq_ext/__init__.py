@@ -11,10 +11,12 @@ import torch  # noqa: F401  (loads libtorch: the compiled extension links to it 
 from . import _C
 from .ops import Projection, decode, dithered_quantize, expand, init_codebook, nearest, project
 from .quantizer import SFVQ
+from .checkpoint import load, save
+from .fit import fit
 
 __version__ = "0.1.0"
 
-__all__ = ["SFVQ", "Projection", "project", "nearest", "decode", "expand", "dithered_quantize", "init_codebook", "build_info", "__version__"]
+__all__ = ["SFVQ", "fit", "save", "load", "Projection", "project", "nearest", "decode", "expand", "dithered_quantize", "init_codebook", "build_info", "__version__"]
 
 
 def build_info() -> dict:

@@ -66,6 +66,8 @@ class SFVQ(nn.Module):
         self._initialized = False
         # Optional torch.Generator (on CPU) for the dither and NSVQ noise; None: the global RNG.
         self.generator: torch.Generator | None = None
+        # Per-stage records of sfvq_ext.fit (loss, perplexity, ...); saved with the curve.
+        self.history: list[dict] = []
 
     # -- state -------------------------------------------------------------
 

@@ -1,0 +1,298 @@
+"""The SFVQ fitting recipe: start from 4 norm-quartile means, train, double the
+curve, train again, ... up to ``2**bits`` vectors.
+
+Every stage trains with a fresh Adam whose learning rate is halved at 60% and
+80% of the stage (the original authors' recipe). All randomness (data order,
+dither, samples) is drawn from generators seeded by ``(seed, stage, step)``, so a
+fit is reproducible and a killed fit resumed from its last checkpoint ends with
+the same curve as an uninterrupted one. Under ``torch.distributed`` each rank
+reads its share of every batch and the gradients are summed across ranks, so the
+result equals the single-process fit up to float rounding.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from . import ops
+from .checkpoint import module_from, module_info, read_checkpoint, write_checkpoint
+from .data import VectorSource, as_source
+from .quantizer import SFVQ
+
+__all__ = ["fit", "learning_rate_at"]
+
+START_BITS = 2
+
+
+def learning_rate_at(step: int, total: int, lr: float, milestones=(0.6, 0.8), gamma: float = 0.5) -> float:
+    """The stage's learning rate at ``step`` of ``total``: ``lr`` times ``gamma`` per milestone passed."""
+    passed = sum(step >= round(m * total) for m in milestones)
+    return lr * gamma**passed
+
+
+def _generator(seed: int, *parts: int) -> torch.Generator:
+    """A CPU generator seeded from (seed, *parts) by NumPy's SeedSequence mixing."""
+    state = np.random.SeedSequence([seed, *parts]).generate_state(2, np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 31 ^ int(state[1]))
+
+
+# Purposes of the seeded generators (the first entry after the seed).
+_INIT, _ORDER, _DITHER, _SAMPLE, _EVAL = range(5)
+
+
+@dataclass
+class _Progress:
+    """Where a fit stands: everything a checkpoint must hold besides tensors."""
+
+    stage_bits: int = START_BITS
+    step: int = 0  # completed steps of this stage
+    epoch_losses: list[float] = field(default_factory=list)  # mean loss of each finished epoch
+    epoch_error: float = 0.0  # sum of squared errors so far in the current epoch
+    epoch_rows: int = 0
+    stage_seconds: float = 0.0
+    history: list[dict] = field(default_factory=list)  # finished stages
+    complete: bool = False
+
+
+class _Fit:
+    def __init__(self, source: VectorSource, bits, epochs, batch_size, lr, seed, device, checkpoint,
+                 checkpoint_every, samples_per_epoch, expand_eps, milestones, gamma, init_samples,
+                 eval_samples, progress, callback):
+        self.source, self.bits, self.epochs, self.batch_size = source, bits, epochs, batch_size
+        self.lr, self.seed, self.device = lr, seed, device
+        self.checkpoint, self.checkpoint_every = checkpoint, checkpoint_every
+        self.milestones, self.gamma = tuple(milestones), gamma
+        self.init_samples, self.eval_samples = init_samples, eval_samples
+        self.progress, self.callback = progress, callback
+        self.distributed = dist.is_available() and dist.is_initialized()
+        self.rank = dist.get_rank() if self.distributed else 0
+        self.world = dist.get_world_size() if self.distributed else 1
+        rows = source.num_rows if source.num_rows is not None else samples_per_epoch
+        self.steps_per_epoch = math.ceil(rows / batch_size)
+        self.settings = {
+            "bits": bits, "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
+            "expand_eps": expand_eps, "milestones": list(self.milestones), "gamma": gamma,
+            "samples_per_epoch": samples_per_epoch, "init_samples": init_samples, "world_size": self.world,
+            "source": {k: v for k, v in source.describe().items() if k != "path"},
+        }
+        self._order_cache: tuple[tuple[int, int], Tensor] | None = None
+
+    # -- data --------------------------------------------------------------
+
+    def _checked(self, x: Tensor, what: str) -> Tensor:
+        x = x.to(self.device, torch.float32)
+        if not torch.isfinite(x).all():
+            bad = int((~torch.isfinite(x)).any(dim=1).nonzero()[0])
+            raise ValueError(f"fit: {what} holds NaN or Inf (its row {bad}); clean the source before fitting")
+        return x
+
+    def _fixed_sample(self, n: int, purpose: int, what: str) -> Tensor:
+        """The same rows on every rank: the initialisation and evaluation samples."""
+        gen = _generator(self.seed, purpose)
+        if self.source.num_rows is None:
+            return self._checked(self.source.sample(n, gen), what)
+        index = torch.randperm(self.source.num_rows, generator=gen)[:n].sort().values
+        return self._checked(self.source.rows(index), what)
+
+    def _batch(self, stage_bits: int, step: int) -> tuple[Tensor, int]:
+        """This rank's part of the batch at ``step``, and the global batch's row count."""
+        what = f"the batch at step {step} of the {stage_bits}-bit stage"
+        if self.source.num_rows is None:
+            local = len(torch.arange(self.batch_size).tensor_split(self.world)[self.rank])
+            x = self.source.sample(local, _generator(self.seed, _SAMPLE, stage_bits, step, self.rank))
+            return self._checked(x, what), self.batch_size
+        epoch, b = divmod(step, self.steps_per_epoch)
+        if self._order_cache is None or self._order_cache[0] != (stage_bits, epoch):
+            order = torch.randperm(self.source.num_rows, generator=_generator(self.seed, _ORDER, stage_bits, epoch))
+            self._order_cache = ((stage_bits, epoch), order)
+        index = self._order_cache[1][b * self.batch_size : (b + 1) * self.batch_size]
+        return self._checked(self.source.rows(index.tensor_split(self.world)[self.rank]), what), len(index)
+
+    # -- checkpoints -------------------------------------------------------
+
+    def _save(self, module: SFVQ, optimizer: torch.optim.Optimizer | None, counts: Tensor, state: _Progress) -> None:
+        if self.checkpoint is None:
+            return
+        if self.rank == 0:
+            K = module.codebook_size
+            tensors = {"codebook": module.codebook, "segment_counts": counts}
+            adam_step = 0.0
+            if optimizer is not None and module.weight in optimizer.state:
+                adam = optimizer.state[module.weight]
+                # rows beyond K never had a gradient: their moments are zero
+                tensors["adam_exp_avg"] = adam["exp_avg"][:K]
+                tensors["adam_exp_avg_sq"] = adam["exp_avg_sq"][:K]
+                adam_step = float(adam["step"])
+            history = state.history
+            write_checkpoint(self.checkpoint, tensors, {
+                "module": module_info(module), "history": history, "settings": self.settings,
+                "training": {**state.__dict__, "adam_step": adam_step},
+            })
+        if self.distributed:
+            dist.barrier()
+
+    def resume(self, path) -> tuple[SFVQ, _Progress, dict[str, Tensor]]:
+        tensors, info = read_checkpoint(path)
+        if "training" not in info:
+            raise ValueError(f"resume: {path} holds a fitted curve, not a training checkpoint")
+        differ = {k: (info["settings"].get(k), v) for k, v in self.settings.items() if info["settings"].get(k) != v}
+        if differ:
+            detail = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in differ.items())
+            raise ValueError(f"resume: {path} was written by a fit with other settings ({detail})")
+        training = dict(info["training"])
+        training.pop("adam_step")
+        module = module_from(tensors, info, device=self.device)
+        return module, _Progress(**training), {**tensors, "adam_step": torch.tensor(info["training"]["adam_step"])}
+
+    # -- training ----------------------------------------------------------
+
+    def _evaluate(self, module: SFVQ, sample: Tensor) -> float:
+        with torch.no_grad():
+            return float(ops.project(sample, module.codebook.detach()).dist.double().sum() / sample.numel())
+
+    def run(self, resume) -> SFVQ:
+        if resume is not None:
+            module, state, saved = self.resume(resume)
+        else:
+            module = SFVQ(self.source.dim, self.bits, start_bits=START_BITS, expand_eps=self.settings["expand_eps"],
+                          device=self.device)
+            module.initialize(self._fixed_sample(self.init_samples, _INIT, "the initialisation sample"))
+            state, saved = _Progress(), {}
+        module.train()
+        eval_sample = self._fixed_sample(self.eval_samples, _EVAL, "the evaluation sample")
+        total = self.steps_per_epoch * self.epochs
+        while not state.complete:
+            resuming_stage = state.step > 0
+            if not resuming_stage and state.stage_bits > START_BITS:
+                module.expand()
+            self._train_stage(module, state, total, saved if resuming_stage else {}, eval_sample)
+            saved = {}
+        module.history = state.history
+        return module.eval()
+
+    def _train_stage(self, module: SFVQ, state: _Progress, total: int, saved: dict, eval_sample: Tensor) -> None:
+        K = module.codebook_size
+        optimizer = torch.optim.Adam([module.weight], lr=self.lr)
+        counts = torch.zeros(K - 1, dtype=torch.float64)
+        if saved:  # continue a stage from a checkpoint
+            counts = saved["segment_counts"].double()
+            if "adam_exp_avg" in saved:
+                moments = {k: torch.zeros_like(module.weight) for k in ("exp_avg", "exp_avg_sq")}
+                for k in moments:
+                    moments[k][:K] = saved[f"adam_{k}"].to(module.weight)
+                optimizer_state = optimizer.state_dict()
+                optimizer_state["state"] = {0: {"step": saved["adam_step"], **moments}}
+                optimizer.load_state_dict(optimizer_state)
+        started = time.perf_counter() - state.stage_seconds
+        bar = tqdm(total=total, initial=state.step, unit="step", leave=True, dynamic_ncols=True,
+                   desc=f"SFVQ {state.stage_bits}/{self.bits} bits (K={K})",
+                   disable=not self.progress or self.rank != 0)
+        for _ in range(state.step, total):
+            loss = self._step(module, optimizer, counts, state, total)
+            state.step += 1
+            bar.update()
+            if state.step % 50 == 0 or state.step == total:
+                bar.set_postfix(loss=f"{loss:.4g}", lr=f"{optimizer.param_groups[0]['lr']:.2g}")
+            epoch_done = state.step % self.steps_per_epoch == 0
+            if epoch_done:
+                state.epoch_losses.append(state.epoch_error / (state.epoch_rows * module.dim))
+                state.epoch_error, state.epoch_rows = 0.0, 0
+            if state.step < total and (epoch_done or (self.checkpoint_every and state.step % self.checkpoint_every == 0)):
+                state.stage_seconds = time.perf_counter() - started
+                self._save(module, optimizer, counts, state)
+            if self.callback is not None:
+                self.callback({"bits": state.stage_bits, "step": state.step, "total": total, "loss": loss})
+        bar.close()
+        # Stage done: the checkpoint now says "next stage, not started (not yet expanded)".
+        state.history.append(self._stage_record(module, state, counts, total, started, eval_sample))
+        state.stage_bits, state.step, state.epoch_losses, state.stage_seconds = state.stage_bits + 1, 0, [], 0.0
+        state.complete = state.stage_bits > self.bits
+        self._save(module, None, counts, state)
+
+    def _step(self, module: SFVQ, optimizer, counts: Tensor, state: _Progress, total: int) -> float:
+        x, global_rows = self._batch(state.stage_bits, state.step)
+        codebook = module.codebook
+        dither = torch.rand(codebook.shape[0] - 1, generator=_generator(self.seed, _DITHER, state.stage_bits, state.step))
+        q, segment = ops.dithered_quantize(x, codebook, dither.to(codebook))
+        error = (x - q).square().sum()
+        optimizer.zero_grad(set_to_none=False)
+        # sum over this rank's rows / all rows of the batch: summing across ranks gives the batch mean
+        (error / (global_rows * module.dim)).backward()
+        K = codebook.shape[0]
+        grad = module.weight.grad
+        local_counts = torch.bincount(segment, minlength=K - 1).to(grad.dtype)
+        if self.distributed:
+            packed = torch.cat([grad[:K].reshape(-1), local_counts, error.detach().reshape(1)])
+            dist.all_reduce(packed)
+            grad[:K] = packed[: K * module.dim].view(K, module.dim)
+            local_counts, error = packed[K * module.dim : -1], packed[-1]
+        counts += local_counts.double().cpu()
+        optimizer.param_groups[0]["lr"] = learning_rate_at(state.step, total, self.lr, self.milestones, self.gamma)
+        optimizer.step()
+        error = float(error.detach())
+        state.epoch_error += error
+        state.epoch_rows += global_rows
+        return error / (global_rows * module.dim)
+
+    def _stage_record(self, module, state, counts, total, started, eval_sample) -> dict:
+        p = counts[counts > 0] / counts.sum()
+        module.segment_counts.zero_()
+        module.segment_counts[: module.codebook_size - 1] = counts.to(module.segment_counts)
+        return {"bits": state.stage_bits, "codebook_size": module.codebook_size, "steps": total,
+                "epoch_loss": list(state.epoch_losses), "perplexity": math.exp(-(p * p.log()).sum().item()),
+                "projection_mse": self._evaluate(module, eval_sample), "seconds": time.perf_counter() - started}
+
+
+def fit(source, bits: int, *, epochs: int = 5, batch_size: int = 256, lr: float = 1e-3, seed: int = 0,
+        device=None, resume=None, checkpoint=None, checkpoint_every: int | None = None,
+        samples_per_epoch: int | None = None, expand_eps: float = 0.01, milestones=(0.6, 0.8),
+        gamma: float = 0.5, init_samples: int = 10_000, eval_samples: int = 65_536, progress: bool = True,
+        callback=None) -> SFVQ:
+    """Fit an SFVQ curve of ``2**bits`` vectors to ``source`` and return it (an
+    :class:`SFVQ` in eval mode; ``.codebook`` is the curve, ``.history`` one record per stage).
+
+    ``source``: a tensor or array ``(N, dim)``, a ``.npy`` file, a directory of ``.npy``
+    shards (memory-mapped), or a sampler ``sampler(n, generator) -> (n, dim)`` drawing
+    fresh vectors (then ``samples_per_epoch`` says how many make an epoch).
+
+    Stages run at 2, 3, ..., ``bits`` bits, ``epochs`` epochs each, with a fresh Adam at
+    ``lr`` multiplied by ``gamma`` at each of ``milestones`` (fractions of the stage).
+    ``checkpoint``: file to save progress to (atomically) after every epoch, every
+    ``checkpoint_every`` steps and at the end; ``resume``: a checkpoint to continue
+    from (the settings must match; it becomes the checkpoint file unless another is
+    named). ``seed`` fixes every random draw: the same seed gives the same curve
+    (bit for bit on CPU). ``device``: where to train (default: the tensor's device,
+    else CPU). ``callback(info)`` is called after every step.
+    """
+    src = as_source(source)
+    for name, value, low in (("bits", bits, START_BITS), ("epochs", epochs, 1), ("batch_size", batch_size, 1),
+                             ("init_samples", init_samples, 4), ("eval_samples", eval_samples, 1)):
+        if not isinstance(value, int) or value < low:
+            raise ValueError(f"fit: {name} must be an int >= {low}, got {value!r}")
+    if bits > 24:
+        raise ValueError(f"fit: bits must be at most 24, got {bits}")
+    if not lr > 0:
+        raise ValueError(f"fit: lr must be positive, got {lr!r}")
+    if src.num_rows is None and (not isinstance(samples_per_epoch, int) or samples_per_epoch < 1):
+        raise ValueError("fit: a sampler source needs samples_per_epoch (a positive int): how many vectors make an epoch")
+    if src.num_rows is not None and samples_per_epoch is not None:
+        raise ValueError("fit: samples_per_epoch applies to sampler sources only (a finite source's epoch is all its rows)")
+    if checkpoint_every is not None and (not isinstance(checkpoint_every, int) or checkpoint_every < 1):
+        raise ValueError(f"fit: checkpoint_every must be a positive int, got {checkpoint_every!r}")
+    if device is None:
+        device = src.data.device if hasattr(src, "data") else torch.device("cpu")
+    if checkpoint is None and resume is not None:
+        checkpoint = resume
+    runner = _Fit(src, bits, epochs, batch_size, float(lr), seed, torch.device(device),
+                  None if checkpoint is None else os.fspath(checkpoint), checkpoint_every, samples_per_epoch,
+                  float(expand_eps), milestones, float(gamma), init_samples, eval_samples, progress, callback)
+    return runner.run(resume)
