@@ -22,16 +22,27 @@ from safetensors.torch import save as save_safetensors_bytes
 
 from .quantizer import SFVQ
 
-__all__ = ["save", "load", "read_checkpoint", "write_checkpoint", "FORMAT"]
+__all__ = ["save", "load", "read_checkpoint", "write_checkpoint", "atomic_write_bytes", "FORMAT"]
 
 FORMAT = "sfvq_ext.curve/1"
 METADATA_KEY = "sfvq_ext"
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp alone makes 0600 files
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -58,7 +69,7 @@ def write_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], 
     info = {"format": FORMAT, **info}
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     data = save_safetensors_bytes(tensors, metadata={METADATA_KEY: json.dumps(info)})
-    _atomic_write_bytes(Path(path), data)
+    atomic_write_bytes(Path(path), data)
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
