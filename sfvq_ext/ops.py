@@ -311,23 +311,28 @@ def _dithered_setup(ctx, inputs, output):
     x, codebook, dither = inputs
     _quantized, segment = output
     ctx.save_for_backward(codebook, dither, segment)
-    ctx.x_meta = (x.shape, x.dtype)
 
 
 def _dithered_backward(ctx, g_quantized, g_segment):
-    """quantized = (1 - r_s) c_s + r_s c_{s+1} for the chosen segment s: to the
-    two ends by those weights, to r_s by <g, c_{s+1} - c_s>, nothing to x."""
+    """quantized = p_s = (1 - r_s) c_s + r_s c_{s+1} for the chosen segment s: the
+    rows' gradients are summed per dithered point first (one scatter of N rows),
+    then passed to the two ends by those weights and to r_s by <g_p, c_{s+1} - c_s>.
+    Nothing reaches x."""
     codebook, dither, segment = ctx.saved_tensors
     K, D = codebook.shape
     ct = _compute_dtype(codebook)
-    seg = segment.reshape(-1)
-    g = g_quantized.reshape(-1, D).to(ct)
-    r = dither.to(ct)[seg][:, None]
-    c = codebook.to(ct)
-    grad_codebook = _scatter_rows(K, seg, (1 - r) * g) + _scatter_rows(K, seg + 1, r * g)
-    grad_dither = g.new_zeros(K - 1).index_add_(0, seg, (g * (c[seg + 1] - c[seg])).sum(-1))
-    x_shape, x_dtype = ctx.x_meta
-    return g.new_zeros(x_shape, dtype=x_dtype), grad_codebook.to(codebook.dtype), grad_dither.to(dither.dtype)
+    g_points = _scatter_rows(K - 1, segment.reshape(-1), g_quantized.reshape(-1, D).to(ct))
+    grad_codebook = grad_dither = None
+    if ctx.needs_input_grad[1]:
+        r = dither.to(ct)[:, None]
+        grad_codebook = g_points.new_zeros(K, D)
+        grad_codebook[:-1] += (1 - r) * g_points
+        grad_codebook[1:] += r * g_points
+        grad_codebook = grad_codebook.to(codebook.dtype)
+    if ctx.needs_input_grad[2]:
+        c = codebook.to(ct)
+        grad_dither = (g_points * (c[1:] - c[:-1])).sum(-1).to(dither.dtype)
+    return None, grad_codebook, grad_dither
 
 
 torch.library.register_autograd("sfvq::dithered_quantize", _dithered_backward, setup_context=_dithered_setup)

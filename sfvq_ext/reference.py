@@ -155,3 +155,14 @@ def authors_noise_substitution(x: Tensor, quantized: Tensor, noise: Tensor) -> T
     error_norm = (x - quantized).square().sum(dim=1, keepdim=True).sqrt()
     noise_norm = noise.square().sum(dim=1, keepdim=True).sqrt()
     return x + (error_norm / noise_norm + 1e-12) * noise
+
+
+def authors_train_step(x: Tensor, codebook: Tensor, optimizer: torch.optim.Optimizer, dither: Tensor) -> Tensor:
+    """One step of the authors' training loop (benchmark baseline): their dithered
+    search, the MSE between inputs and chosen points, backward, optimizer step."""
+    quantized, _ = authors_dithered_quantize(x, codebook, dither)
+    loss = torch.nn.functional.mse_loss(x, quantized)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
