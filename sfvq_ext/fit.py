@@ -85,6 +85,7 @@ class _Fit:
             "source": {k: v for k, v in source.describe().items() if k != "path"},
         }
         self._order_cache: tuple[tuple[int, int], Tensor] | None = None
+        self._stage_seeds: dict[tuple[int, int, int], np.ndarray] = {}
 
     # -- data --------------------------------------------------------------
 
@@ -103,12 +104,12 @@ class _Fit:
         index = torch.randperm(self.source.num_rows, generator=gen)[:n].sort().values
         return self._checked(self.source.rows(index), what)
 
-    def _batch(self, stage_bits: int, step: int) -> tuple[Tensor, int]:
+    def _batch(self, stage_bits: int, step: int, total: int) -> tuple[Tensor, int]:
         """This rank's part of the batch at ``step``, and the global batch's row count."""
         what = f"the batch at step {step} of the {stage_bits}-bit stage"
         if self.source.num_rows is None:
             local = len(torch.arange(self.batch_size).tensor_split(self.world)[self.rank])
-            x = self.source.sample(local, _generator(self.seed, _SAMPLE, stage_bits, step, self.rank))
+            x = self.source.sample(local, self._step_generator(_SAMPLE, stage_bits, step, total, self.rank))
             return self._checked(x, what), self.batch_size
         epoch, b = divmod(step, self.steps_per_epoch)
         if self._order_cache is None or self._order_cache[0] != (stage_bits, epoch):
@@ -117,25 +118,33 @@ class _Fit:
         index = self._order_cache[1][b * self.batch_size : (b + 1) * self.batch_size]
         return self._checked(self.source.rows(index.tensor_split(self.world)[self.rank]), what), len(index)
 
+    def _step_generator(self, purpose: int, stage_bits: int, step: int, total: int, rank: int = 0) -> torch.Generator:
+        """Generator for one step: seeds for a whole stage are drawn at once (SeedSequence is slow per call)."""
+        key = (purpose, stage_bits, rank)
+        if key not in self._stage_seeds:
+            sequence = np.random.SeedSequence([self.seed, purpose, stage_bits, rank])
+            self._stage_seeds[key] = sequence.generate_state(total, np.uint64) >> np.uint64(1)
+        return torch.Generator().manual_seed(int(self._stage_seeds[key][step]))
+
     # -- checkpoints -------------------------------------------------------
 
-    def _save(self, module: SFVQ, optimizer: torch.optim.Optimizer | None, counts: Tensor, state: _Progress) -> None:
+    def _save(self, module: SFVQ, codebook: Tensor, optimizer, counts: Tensor, state: _Progress) -> None:
+        """Checkpoint (rank 0 writes, all wait): the curve, this stage's Adam state and counts, the progress."""
+        with torch.no_grad():
+            module.weight[: codebook.shape[0]] = codebook
         if self.checkpoint is None:
             return
         if self.rank == 0:
-            K = module.codebook_size
-            tensors = {"codebook": module.codebook, "segment_counts": counts}
+            tensors = {"codebook": codebook, "segment_counts": counts}
             adam_step = 0.0
-            if optimizer is not None and module.weight in optimizer.state:
-                adam = optimizer.state[module.weight]
-                # rows beyond K never had a gradient: their moments are zero
-                tensors["adam_exp_avg"] = adam["exp_avg"][:K]
-                tensors["adam_exp_avg_sq"] = adam["exp_avg_sq"][:K]
+            if optimizer is not None and codebook in optimizer.state:
+                adam = optimizer.state[codebook]
+                tensors["adam_exp_avg"], tensors["adam_exp_avg_sq"] = adam["exp_avg"], adam["exp_avg_sq"]
                 adam_step = float(adam["step"])
-            history = state.history
+            progress = {k: v for k, v in state.__dict__.items() if k != "history"}
             write_checkpoint(self.checkpoint, tensors, {
-                "module": module_info(module), "history": history, "settings": self.settings,
-                "training": {**state.__dict__, "adam_step": adam_step},
+                "module": module_info(module), "history": state.history, "settings": self.settings,
+                "training": {**progress, "adam_step": adam_step},
             })
         if self.distributed:
             dist.barrier()
@@ -149,9 +158,10 @@ class _Fit:
             detail = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in differ.items())
             raise ValueError(f"resume: {path} was written by a fit with other settings ({detail})")
         training = dict(info["training"])
-        training.pop("adam_step")
+        adam_step = training.pop("adam_step")
         module = module_from(tensors, info, device=self.device)
-        return module, _Progress(**training), {**tensors, "adam_step": torch.tensor(info["training"]["adam_step"])}
+        state = _Progress(**training, history=info["history"])
+        return module, state, {**tensors, "adam_step": torch.tensor(adam_step)}
 
     # -- training ----------------------------------------------------------
 
@@ -165,7 +175,8 @@ class _Fit:
         else:
             module = SFVQ(self.source.dim, self.bits, start_bits=START_BITS, expand_eps=self.settings["expand_eps"],
                           device=self.device)
-            module.initialize(self._fixed_sample(self.init_samples, _INIT, "the initialisation sample"))
+            # the starting curve is computed on the CPU: the same on every device
+            module.initialize(self._fixed_sample(self.init_samples, _INIT, "the initialisation sample").cpu())
             state, saved = _Progress(), {}
         module.train()
         eval_sample = self._fixed_sample(self.eval_samples, _EVAL, "the evaluation sample")
@@ -180,24 +191,27 @@ class _Fit:
         return module.eval()
 
     def _train_stage(self, module: SFVQ, state: _Progress, total: int, saved: dict, eval_sample: Tensor) -> None:
-        K = module.codebook_size
-        optimizer = torch.optim.Adam([module.weight], lr=self.lr)
+        # The stage trains its own copy of the rows in use, so Adam works on K x D
+        # values, not on all 2**bits rows the module holds; it is written back at
+        # every checkpoint and at the end.
+        codebook = torch.nn.Parameter(module.codebook.detach().clone())
+        K = codebook.shape[0]
+        optimizer = torch.optim.Adam([codebook], lr=self.lr)
         counts = torch.zeros(K - 1, dtype=torch.float64)
         if saved:  # continue a stage from a checkpoint
             counts = saved["segment_counts"].double()
             if "adam_exp_avg" in saved:
-                moments = {k: torch.zeros_like(module.weight) for k in ("exp_avg", "exp_avg_sq")}
-                for k in moments:
-                    moments[k][:K] = saved[f"adam_{k}"].to(module.weight)
                 optimizer_state = optimizer.state_dict()
-                optimizer_state["state"] = {0: {"step": saved["adam_step"], **moments}}
+                optimizer_state["state"] = {0: {"step": saved["adam_step"],
+                                                "exp_avg": saved["adam_exp_avg"].to(codebook),
+                                                "exp_avg_sq": saved["adam_exp_avg_sq"].to(codebook)}}
                 optimizer.load_state_dict(optimizer_state)
         started = time.perf_counter() - state.stage_seconds
         bar = tqdm(total=total, initial=state.step, unit="step", leave=True, dynamic_ncols=True,
                    desc=f"SFVQ {state.stage_bits}/{self.bits} bits (K={K})",
                    disable=not self.progress or self.rank != 0)
         for _ in range(state.step, total):
-            loss = self._step(module, optimizer, counts, state, total)
+            loss = self._step(codebook, optimizer, counts, state, total)
             state.step += 1
             bar.update()
             if state.step % 50 == 0 or state.step == total:
@@ -208,40 +222,42 @@ class _Fit:
                 state.epoch_error, state.epoch_rows = 0.0, 0
             if state.step < total and (epoch_done or (self.checkpoint_every and state.step % self.checkpoint_every == 0)):
                 state.stage_seconds = time.perf_counter() - started
-                self._save(module, optimizer, counts, state)
+                self._save(module, codebook, optimizer, counts, state)
             if self.callback is not None:
                 self.callback({"bits": state.stage_bits, "step": state.step, "total": total, "loss": loss})
         bar.close()
+        with torch.no_grad():
+            module.weight[:K] = codebook
         # Stage done: the checkpoint now says "next stage, not started (not yet expanded)".
         state.history.append(self._stage_record(module, state, counts, total, started, eval_sample))
         state.stage_bits, state.step, state.epoch_losses, state.stage_seconds = state.stage_bits + 1, 0, [], 0.0
         state.complete = state.stage_bits > self.bits
-        self._save(module, None, counts, state)
+        self._save(module, codebook, None, counts, state)
 
-    def _step(self, module: SFVQ, optimizer, counts: Tensor, state: _Progress, total: int) -> float:
-        x, global_rows = self._batch(state.stage_bits, state.step)
-        codebook = module.codebook
-        dither = torch.rand(codebook.shape[0] - 1, generator=_generator(self.seed, _DITHER, state.stage_bits, state.step))
+    def _step(self, codebook: torch.nn.Parameter, optimizer, counts: Tensor, state: _Progress, total: int) -> float:
+        x, global_rows = self._batch(state.stage_bits, state.step, total)
+        K, D = codebook.shape
+        dither = torch.rand(K - 1, generator=self._step_generator(_DITHER, state.stage_bits, state.step, total))
         q, segment = ops.dithered_quantize(x, codebook, dither.to(codebook))
         error = (x - q).square().sum()
         optimizer.zero_grad(set_to_none=False)
         # sum over this rank's rows / all rows of the batch: summing across ranks gives the batch mean
-        (error / (global_rows * module.dim)).backward()
-        K = codebook.shape[0]
-        grad = module.weight.grad
+        (error / (global_rows * D)).backward()
+        grad = codebook.grad
         local_counts = torch.bincount(segment, minlength=K - 1).to(grad.dtype)
+        error = error.detach()
         if self.distributed:
-            packed = torch.cat([grad[:K].reshape(-1), local_counts, error.detach().reshape(1)])
+            packed = torch.cat([grad.reshape(-1), local_counts, error.reshape(1)])
             dist.all_reduce(packed)
-            grad[:K] = packed[: K * module.dim].view(K, module.dim)
-            local_counts, error = packed[K * module.dim : -1], packed[-1]
+            grad.copy_(packed[: K * D].view(K, D))
+            local_counts, error = packed[K * D : -1], packed[-1]
         counts += local_counts.double().cpu()
         optimizer.param_groups[0]["lr"] = learning_rate_at(state.step, total, self.lr, self.milestones, self.gamma)
         optimizer.step()
-        error = float(error.detach())
+        error = float(error)
         state.epoch_error += error
         state.epoch_rows += global_rows
-        return error / (global_rows * module.dim)
+        return error / (global_rows * D)
 
     def _stage_record(self, module, state, counts, total, started, eval_sample) -> dict:
         p = counts[counts > 0] / counts.sum()

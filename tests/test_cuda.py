@@ -244,3 +244,46 @@ def test_torch_compile_cuda():
     point, coord = quantize(x, c)
     r = sfvq_ext.project(x, c)
     assert torch.equal(point, r.point * 2) and torch.equal(coord, r.coord + 1)
+
+
+# ---------------------------------------------------------------------------
+# Training on CUDA: autograd, the module, fit.
+
+
+def test_gradcheck_cuda():
+    x = torch.randn(30, 5, dtype=torch.float64, device="cuda", requires_grad=True)
+    c = torch.randn(8, 5, dtype=torch.float64, device="cuda", requires_grad=True)
+    r = torch.rand(7, dtype=torch.float64, device="cuda", requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, c: (lambda p: (p.point, p.coord, p.dist))(sfvq_ext.project(x, c)), (x, c))
+    assert torch.autograd.gradcheck(lambda x, c, r: sfvq_ext.dithered_quantize(x, c, r)[0], (x, c, r))
+
+
+def test_opcheck_dithered_quantize_cuda():
+    x = torch.randn(20, 5, device="cuda", requires_grad=True)
+    c = torch.randn(8, 5, device="cuda", requires_grad=True)
+    torch.library.opcheck(torch.ops.sfvq.dithered_quantize.default, (x, c, torch.rand(7, device="cuda")))
+
+
+def test_module_train_step_matches_cpu():
+    x = torch.randn(500, 6)
+    results = []
+    for device in ("cpu", "cuda"):
+        m = sfvq_ext.SFVQ(6, 4, gradient="none", start_bits=4, device=device)
+        m.initialize(x)  # the same starting curve (computed on the CPU) on both devices
+        m.generator = torch.Generator().manual_seed(4)  # the same dither on both devices
+        q, idx, loss = m(x.to(device))
+        loss.backward()
+        results.append((q.cpu(), idx.cpu(), m.weight.grad.cpu()))
+    (q0, i0, g0), (q1, i1, g1) = results
+    assert torch.equal(i0, i1)
+    torch.testing.assert_close(q1, q0)
+    torch.testing.assert_close(g1, g0, rtol=1e-4, atol=1e-6)
+
+
+def test_fit_on_cuda_matches_cpu():
+    x = torch.randn(256, 5, generator=torch.Generator().manual_seed(2))
+    cpu = sfvq_ext.fit(x, 3, epochs=1, batch_size=32, progress=False)
+    gpu = sfvq_ext.fit(x, 3, epochs=1, batch_size=32, progress=False, device="cuda")
+    assert gpu.codebook.device.type == "cuda"
+    # reductions run in another order on the GPU: float rounding only
+    torch.testing.assert_close(gpu.codebook.cpu(), cpu.codebook, rtol=1e-4, atol=1e-5)
