@@ -28,11 +28,17 @@ TORCH_LIBRARY(sfvq, m) {
   //   one value per segment. Each row goes to the nearest dithered point
   //   p_i = (1 - r_i) c_i + r_i c_{i+1}. -> quantized (..., D) = p_segment; segment (...) int64.
   m.def("dithered_quantize(Tensor x, Tensor codebook, Tensor dither) -> (Tensor quantized, Tensor segment)");
+  // Its backward: grad (..., D) of quantized, the forward's codebook, dither and segment
+  //   -> gradients of codebook (K, D) and dither (K-1,).
+  m.def(
+      "dithered_quantize_backward(Tensor grad, Tensor codebook, Tensor dither, Tensor segment) -> "
+      "(Tensor grad_codebook, Tensor grad_dither)");
 }
 
 // Built from the registered ops above, so one registration serves every device.
 TORCH_LIBRARY_IMPL(sfvq, CompositeExplicitAutograd, m) {
   m.impl("dithered_quantize", &sfvq::binding::dithered_quantize);
+  m.impl("dithered_quantize_backward", &sfvq::binding::dithered_quantize_backward);
 }
 
 TORCH_LIBRARY_IMPL(sfvq, CPU, m) {

@@ -6,11 +6,14 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/lerp.h>
+#include <ATen/ops/zeros.h>
+#include <ATen/TensorOperators.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/isfinite.h>
 #include <ATen/ops/isnan.h>
 #include <c10/util/Exception.h>
 
+#include <cmath>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -29,6 +32,15 @@ inline void check_float_tensor(const char* op, const char* name, const at::Tenso
                    t.scalar_type());
 }
 
+// True when every element is finite. Fast path: a float64 sum is finite exactly
+// when no element is NaN or Inf (it cannot overflow for float32/16 data); only
+// a non-finite sum (or float64 data near its range) pays for the elementwise test.
+inline bool all_finite(const at::Tensor& t) {
+  if (t.numel() == 0) return true;
+  if (std::isfinite(t.sum(at::kDouble).item<double>())) return true;
+  return at::isfinite(t).all().item<bool>();
+}
+
 // A (K, D) table of vectors: floating, 2-D, at least min_rows rows, D >= 1, finite.
 inline void check_vectors(const char* op, const char* name, const at::Tensor& v, int64_t min_rows) {
   check_float_tensor(op, name, v);
@@ -36,7 +48,7 @@ inline void check_vectors(const char* op, const char* name, const at::Tensor& v,
   TORCH_CHECK_VALUE(v.size(0) >= min_rows, "sfvq.", op, ": ", name, " must have at least ", min_rows,
                     min_rows == 2 ? " vectors (one curve segment)" : " vector", ", got ", v.size(0));
   TORCH_CHECK_VALUE(v.size(1) >= 1, "sfvq.", op, ": ", name, " must have at least one dimension (D >= 1)");
-  TORCH_CHECK_VALUE(at::isfinite(v).all().item<bool>(), "sfvq.", op, ": ", name, " contains NaN or Inf");
+  TORCH_CHECK_VALUE(all_finite(v), "sfvq.", op, ": ", name, " contains NaN or Inf");
 }
 
 // x of shape (..., D) against a (K, D) table: same dtype, device and width.
@@ -154,6 +166,30 @@ inline std::tuple<at::Tensor, at::Tensor> dithered_quantize(const at::Tensor& x,
   const at::Tensor segment = std::get<0>(nearest_op.call(x, points));
   std::vector<int64_t> point_shape(x.sizes().begin(), x.sizes().end());
   return {points.index_select(0, segment.reshape({-1})).view(point_shape), segment};
+}
+
+// Backward of dithered_quantize (a registered op, so the backward traces as one
+// node). quantized = p_s = (1 - r_s) c_s + r_s c_{s+1} for each row's segment s:
+// row gradients are summed per dithered point (one scatter of N rows), then given
+// to the two ends by those weights and to r_s as <g_p, c_{s+1} - c_s>.
+// Computes in float32 (float64 for float64) and returns the inputs' dtypes.
+inline std::tuple<at::Tensor, at::Tensor> dithered_quantize_backward(const at::Tensor& grad,
+                                                                     const at::Tensor& codebook,
+                                                                     const at::Tensor& dither,
+                                                                     const at::Tensor& segment) {
+  const int64_t K = codebook.size(0), D = codebook.size(1);
+  TORCH_CHECK_VALUE(grad.size(-1) == D && grad.numel() == segment.numel() * D,
+                    "sfvq.dithered_quantize_backward: grad must have shape (..., ", D, ") with one row per segment index");
+  const auto compute = scalar_output_type(codebook.scalar_type());
+  const at::Tensor g = grad.reshape({-1, D}).to(compute);
+  const at::Tensor g_points = at::zeros({K - 1, D}, g.options()).index_add_(0, segment.reshape({-1}), g);
+  const at::Tensor to_end = g_points * dither.to(compute).unsqueeze(1);
+  at::Tensor grad_codebook = at::zeros({K, D}, g.options());
+  grad_codebook.narrow(0, 0, K - 1).add_(g_points - to_end);
+  grad_codebook.narrow(0, 1, K - 1).add_(to_end);
+  const at::Tensor c = codebook.to(compute);
+  const at::Tensor grad_dither = (g_points * (c.narrow(0, 1, K - 1) - c.narrow(0, 0, K - 1))).sum(1);
+  return {grad_codebook.to(codebook.scalar_type()), grad_dither.to(dither.scalar_type())};
 }
 
 }  // namespace sfvq::binding

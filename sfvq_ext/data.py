@@ -54,7 +54,7 @@ class TensorSource(VectorSource):
         self.data, self.dim, self.num_rows = data, data.shape[1], data.shape[0]
 
     def rows(self, index: Tensor) -> Tensor:
-        return self.data[index.to(self.data.device)]
+        return self.data.index_select(0, index.to(self.data.device))
 
     def describe(self) -> dict:
         return {"kind": "tensor", "rows": self.num_rows, "dim": self.dim}

@@ -314,25 +314,16 @@ def _dithered_setup(ctx, inputs, output):
 
 
 def _dithered_backward(ctx, g_quantized, g_segment):
-    """quantized = p_s = (1 - r_s) c_s + r_s c_{s+1} for the chosen segment s: the
-    rows' gradients are summed per dithered point first (one scatter of N rows),
-    then passed to the two ends by those weights and to r_s by <g_p, c_{s+1} - c_s>.
-    Nothing reaches x."""
+    """To the codebook and the dither through the chosen dithered points (one
+    registered op, python/ops_common.h); nothing reaches x (a hard assignment)."""
     codebook, dither, segment = ctx.saved_tensors
-    K, D = codebook.shape
-    ct = _compute_dtype(codebook)
-    g_points = _scatter_rows(K - 1, segment.reshape(-1), g_quantized.reshape(-1, D).to(ct))
-    grad_codebook = grad_dither = None
-    if ctx.needs_input_grad[1]:
-        r = dither.to(ct)[:, None]
-        grad_codebook = g_points.new_zeros(K, D)
-        grad_codebook[:-1] += (1 - r) * g_points
-        grad_codebook[1:] += r * g_points
-        grad_codebook = grad_codebook.to(codebook.dtype)
-    if ctx.needs_input_grad[2]:
-        c = codebook.to(ct)
-        grad_dither = (g_points * (c[1:] - c[:-1])).sum(-1).to(dither.dtype)
+    grad_codebook, grad_dither = torch.ops.sfvq.dithered_quantize_backward(g_quantized, codebook, dither, segment)
     return None, grad_codebook, grad_dither
+
+
+@torch.library.register_fake("sfvq::dithered_quantize_backward")
+def _dithered_backward_fake(grad, codebook, dither, segment):
+    return torch.empty_like(codebook), torch.empty_like(dither)
 
 
 torch.library.register_autograd("sfvq::dithered_quantize", _dithered_backward, setup_context=_dithered_setup)

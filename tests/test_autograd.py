@@ -120,6 +120,8 @@ def opcheck_grad_cases():
         ("decode", (torch.rand(2, 3, dtype=torch.float64, requires_grad=True) * 7, c.double()), every),
         ("expand", (c, 0.01), every),
         ("dithered_quantize", (x, c, torch.rand(7, requires_grad=True)), every),
+        ("dithered_quantize_backward", (torch.randn(2, 3, 5), c.detach(), torch.rand(7), torch.randint(0, 7, (2, 3))),
+         every),
         # opcheck's aot test sums all outputs into an accumulator typed by the first one;
         # nearest's first output is int64, so that harness cannot add its float distance.
         # Its backward is covered by gradcheck and the compiled test below.
