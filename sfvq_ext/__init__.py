@@ -13,10 +13,11 @@ from .ops import Projection, decode, dithered_quantize, expand, init_codebook, n
 from .quantizer import SFVQ
 from .checkpoint import load, save
 from .fit import fit
+from .interpret import directions
 
 __version__ = "0.1.0"
 
-__all__ = ["SFVQ", "fit", "save", "load", "Projection", "project", "nearest", "decode", "expand", "dithered_quantize", "init_codebook", "build_info", "__version__"]
+__all__ = ["SFVQ", "fit", "save", "load", "directions", "Projection", "project", "nearest", "decode", "expand", "dithered_quantize", "init_codebook", "build_info", "__version__"]
 
 
 def build_info() -> dict:
