@@ -20,5 +20,5 @@ py="$venv/bin/python"
 "$py" -m pip install --quiet "$torch_req"
 "$py" -m pip install --quiet "scikit-build-core>=0.10" "pybind11>=2.12" ninja "cmake>=3.26"
 # No build isolation: an isolated build would fetch a different torch to compile against.
-"$py" -m pip install --quiet --no-build-isolation -e ".[test,bench]"
+"$py" -m pip install --quiet --no-build-isolation -e ".[test,bench,biggan]"
 "$venv/bin/sfvq" check

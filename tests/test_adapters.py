@@ -269,3 +269,67 @@ def test_nvlabs_pickle_through_a_stand_in_clone(tmp_path):
     assert w.shape == (3, 5) and a.render(w, progress=False).shape == (3, 3, 8, 8)
     with pytest.raises(FileNotFoundError, match=r"lacks dnnlib/, torch_utils/"):
         load_nvlabs(pkl, tmp_path / "not-a-clone")
+
+
+def tiny_biggan(seed=0):
+    """A randomly initialised BigGAN of the package's architecture, 32 px. As the
+    package leaves them, the non-conditional batch-norm parameters are uninitialised
+    memory and spectral norm has not estimated any singular vector: set those (1, 0)
+    and run a few power iterations in train mode, as a trained model would have."""
+    from pytorch_pretrained_biggan import BigGAN, BigGANConfig
+
+    torch.manual_seed(seed)
+    config = BigGANConfig(output_dim=32, z_dim=16, class_embed_dim=16, channel_width=4, num_classes=10,
+                          layers=[(True, 16, 8), (True, 8, 4), (True, 4, 2), (False, 2, 1)], attention_layer_position=1)
+    model = BigGAN(config)
+    with torch.no_grad():
+        model.generator.bn.weight.fill_(1.0)
+        model.generator.bn.bias.zero_()
+        model.train()
+        for _ in range(5):
+            model(torch.randn(2, 16), F.one_hot(torch.tensor([1, 2]), 10).float(), 0.5)
+    return model.eval()
+
+
+def test_biggan_save_load_round_trip_and_contract(tmp_path):
+    from pytorch_pretrained_biggan.model import CONFIG_NAME, WEIGHTS_NAME
+
+    from sfvq_ext.adapters import load_biggan
+
+    model = tiny_biggan()
+    assert sum(p.numel() for p in model.parameters()) <= 1_000_000
+    (tmp_path / CONFIG_NAME).write_text(model.config.to_json_string())
+    torch.save(model.state_dict(), tmp_path / WEIGHTS_NAME)
+    a = load_biggan(tmp_path, class_idx=3, truncation=0.5)
+    z = a.sample_latents(4, seed=2)
+    assert z.shape == (4, 16) and torch.equal(z, a.sample_latents(4, seed=2)) and z.abs().max() <= 2 * 0.5
+    images = a.render(z, batch_size=3, progress=False)
+    assert images.shape == (4, 3, 32, 32) and torch.isfinite(images).all()
+    with torch.no_grad():  # the same images as the model itself gives
+        want = model(z, F.one_hot(torch.full((4,), 3), 10).float(), 0.5)
+    torch.testing.assert_close(images, want)
+    # z + class embedding: the same image for the same z and class, and the class can move
+    ac = load_biggan(tmp_path, class_idx=3, latent="z+class", truncation=0.5)
+    zc = ac.sample_latents(4, seed=2)
+    assert zc.shape == (4, 32) and ac.latent_dim == 32
+    torch.testing.assert_close(ac.render(zc, progress=False), images)
+    assert not torch.equal(ac.sample_latents(4, seed=2, class_idx=4), zc)
+    assert torch.equal(a.apply_direction(z, torch.ones(16), 0.0), z)
+    sampler = a.latent_sampler()
+    assert sampler(5, torch.Generator().manual_seed(0)).shape == (5, 16)
+
+
+def test_biggan_bad_input(tmp_path):
+    from sfvq_ext.adapters import BigGANAdapter, load_biggan
+
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        load_biggan(tmp_path, class_idx=0)
+    model = tiny_biggan()
+    (tmp_path / "config.json").write_text(model.config.to_json_string())
+    torch.save({"something": torch.zeros(2)}, tmp_path / "pytorch_model.bin")
+    with pytest.raises(ValueError, match="is not a BigGAN"):
+        load_biggan(tmp_path, class_idx=0)
+    with pytest.raises(ValueError, match=r"class_idx must be in \[0, 9\]"):
+        BigGANAdapter(model, class_idx=10)
+    with pytest.raises(ValueError, match="class is fixed"):
+        BigGANAdapter(model, class_idx=1).sample_latents(2, class_idx=2)
