@@ -46,12 +46,32 @@ def _check(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+GENERATOR_FILE = "generator.json"
+
+
+def _generator_options(args: argparse.Namespace) -> dict:
+    return {"nvlabs_code": args.nvlabs_code, "trust_pickle": args.trust_pickle, "class_idx": args.class_idx,
+            "latent": args.latent, "truncation": args.truncation}
+
+
+def _sampling_options(options: dict) -> dict:
+    """truncation / class_idx for sample_latents and latent_sampler, where given."""
+    return {k: options[k] for k in ("truncation", "class_idx") if options.get(k) is not None}
+
+
+def _open_generator(spec: str, options: dict, device):
+    from sfvq_ext.adapters import open_generator
+
+    return open_generator(spec, device=device, **options)
+
+
 def _fit(args: argparse.Namespace) -> int:
-    """Fit a curve to a .npy file or shard directory; write the curve, a
-    checkpoint, fit.json (settings and per-stage history) and fit.png into --out."""
+    """Fit a curve to a .npy file or shard directory, or to latents a generator
+    samples on the fly (--generator); write the curve, a checkpoint, fit.json
+    (settings and per-stage history) and fit.png into --out."""
     import sfvq_ext
     from sfvq_ext.checkpoint import atomic_write_bytes
-    from sfvq_ext.data import as_source
+    from sfvq_ext.data import SamplerSource, as_source
     from sfvq_ext.report import plot_fit
 
     out = Path(args.out)
@@ -61,19 +81,34 @@ def _fit(args: argparse.Namespace) -> int:
     if checkpoint.exists() and not (args.resume or args.force):
         raise ValueError(f"{out} already holds a run ({checkpoint.name}); "
                          "pass --resume to continue it or --force to start over")
-    source = as_source(args.source)
+    if (args.source is None) == (args.generator is None):
+        raise ValueError("give either SOURCE (.npy file or directory) or --generator SPEC, not both")
+    samples_per_epoch = None
+    if args.generator is not None:
+        options = _generator_options(args)
+        adapter = _open_generator(args.generator, options, args.device)
+        source = SamplerSource(adapter.latent_sampler(**_sampling_options(options)), dim=adapter.latent_dim)
+        samples_per_epoch = args.samples_per_epoch
+    else:
+        source = as_source(args.source)
     out.mkdir(parents=True, exist_ok=True)
+    if args.generator is not None:  # render/edit/augment on this run use the same generator
+        atomic_write_bytes(out / GENERATOR_FILE, json.dumps({"spec": args.generator, **options}, indent=2).encode())
     started = time.perf_counter()
     module = sfvq_ext.fit(source, args.bits, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                           seed=args.seed, device=args.device, checkpoint=checkpoint,
                           resume=checkpoint if args.resume else None, checkpoint_every=args.checkpoint_every,
-                          progress=not args.quiet)
+                          samples_per_epoch=samples_per_epoch, progress=not args.quiet)
     sfvq_ext.save(module, out / "curve.safetensors")
-    summary = {"source": str(args.source), "bits": args.bits, "epochs": args.epochs, "batch_size": args.batch_size,
-               "lr": args.lr, "seed": args.seed, "seconds": time.perf_counter() - started, "history": module.history}
+    summary = {"source": str(args.source or args.generator), "bits": args.bits, "epochs": args.epochs,
+               "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+               "seconds": time.perf_counter() - started, "history": module.history}
     atomic_write_bytes(out / "fit.json", json.dumps(summary, indent=2).encode())
-    rows = torch.randperm(source.num_rows, generator=torch.Generator().manual_seed(0))[:5000]
-    plot_fit(module, source.rows(rows.sort().values), out / "fit.png")
+    if source.num_rows is None:
+        sample = source.sample(5000, torch.Generator().manual_seed(0))
+    else:
+        sample = source.rows(torch.randperm(source.num_rows, generator=torch.Generator().manual_seed(0))[:5000].sort().values)
+    plot_fit(module, sample, out / "fit.png")
     last = module.history[-1]
     print(f"curve of {module.codebook_size} vectors: exact-projection MSE {last['projection_mse']:.5g}, "
           f"perplexity {last['perplexity']:.1f}; wrote {out}/curve.safetensors, fit.json, fit.png")
@@ -126,6 +161,134 @@ def _quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open_run(args: argparse.Namespace):
+    """The fitted curve of RUN and its generator (from RUN/generator.json, or --generator)."""
+    import sfvq_ext
+
+    run = Path(args.run_dir)
+    curve = sfvq_ext.load(run / "curve.safetensors", device=args.device)
+    if args.generator is not None:
+        spec, options = args.generator, _generator_options(args)
+    elif (run / GENERATOR_FILE).is_file():
+        saved = json.loads((run / GENERATOR_FILE).read_text())
+        spec, options = saved.pop("spec"), saved
+    else:
+        raise ValueError(f"{run} was not fitted on a generator (no {GENERATOR_FILE}); name one with --generator SPEC")
+    adapter = _open_generator(spec, options, args.device)
+    if adapter.latent_dim != curve.dim:
+        raise ValueError(f"the generator's latents have width {adapter.latent_dim}, the curve in {run} has {curve.dim}")
+    return run, curve, adapter, {"generator": spec, **options}, options
+
+
+def _parse_layers(text: str | None):
+    if text is None:
+        return None
+    first, sep, last = text.partition("-")
+    try:
+        return range(int(first), int(last if sep else first) + 1)
+    except ValueError:
+        raise ValueError(f"--layers must be A-B or A (inclusive layer indices), got {text!r}") from None
+
+
+def _write_record(path: Path, record: dict) -> None:
+    from sfvq_ext.checkpoint import atomic_write_bytes
+
+    atomic_write_bytes(path, json.dumps(record, indent=2).encode())
+
+
+def _scale(args: argparse.Namespace, adapter, curve) -> int:
+    """--scale, or by default enough pixel repetition for tiles of at least 96 px."""
+    if args.scale is not None:
+        return args.scale
+    side = adapter.render(curve.codebook[:1].detach().cpu(), progress=False).shape[-1]
+    return max(1, 96 // side)
+
+
+def _render(args: argparse.Namespace) -> int:
+    """The codebook in curve order, rendered: RUN/codebook.png (+ codebook.json)."""
+    from sfvq_ext.interpret import render_codebook
+
+    run, curve, adapter, generator, _ = _open_run(args)
+    out = Path(args.out) if args.out else run / "codebook.png"
+    render_codebook(adapter, curve.codebook, out, columns=args.columns, batch_size=args.batch_size,
+                    progress=not args.quiet, scale=_scale(args, adapter, curve))
+    _write_record(out.with_suffix(".json"), {"command": "render", "run": str(run), "image": str(out),
+                                              "codebook_size": curve.codebook_size, "columns": args.columns, **generator})
+    print(f"wrote {out} ({curve.codebook_size} codebook vectors in curve order)")
+    return 0
+
+
+def _edit(args: argparse.Namespace) -> int:
+    """Edit sampled latents along one curve segment: RUN/edit_seg{I}.png (+ .json)."""
+    import sfvq_ext
+    from sfvq_ext.interpret import edit_grid
+
+    run, curve, adapter, generator, options = _open_run(args)
+    if not 0 <= args.segment <= curve.codebook_size - 2:
+        raise ValueError(f"--segment must be in [0, {curve.codebook_size - 2}], got {args.segment}")
+    layers = _parse_layers(args.layers)
+    if layers is not None:
+        adapter.layer_indices(layers, "--layers")
+    direction = sfvq_ext.directions(curve.codebook)[args.segment].cpu()
+    latents = adapter.sample_latents(args.n, seed=args.seed, **_sampling_options(options))
+    suffix = f"_layers{layers.start}-{layers.stop - 1}" if layers is not None else ""
+    out = Path(args.out) if args.out else run / f"edit_seg{args.segment}{suffix}.png"
+    edit_grid(adapter, latents, direction, args.strengths, out, layers=layers, batch_size=args.batch_size,
+              progress=not args.quiet, scale=_scale(args, adapter, curve))
+    _write_record(out.with_suffix(".json"), {
+        "command": "edit", "run": str(run), "image": str(out), "segment": args.segment,
+        "layers": None if layers is None else [layers.start, layers.stop - 1], "strengths": args.strengths,
+        "latents": args.n, "seed": args.seed, "rows": "latents", "columns": "strengths", **generator})
+    print(f"wrote {out} ({args.n} latents x {len(args.strengths)} strengths along segment {args.segment})")
+    return 0
+
+
+def _augment(args: argparse.Namespace) -> int:
+    """N points along one curve segment, rendered: RUN/augment_seg{I}/ (+ augment.json)."""
+    from sfvq_ext.interpret import augment_segment
+
+    run, curve, adapter, generator, _ = _open_run(args)
+    if not 0 <= args.segment <= curve.codebook_size - 2:
+        raise ValueError(f"--segment must be in [0, {curve.codebook_size - 2}], got {args.segment}")
+    if args.n < 1:
+        raise ValueError(f"-n must be positive, got {args.n}")
+    out = Path(args.out) if args.out else run / f"augment_seg{args.segment}"
+    written = augment_segment(adapter, curve.codebook, args.segment, args.n, out, batch_size=args.batch_size,
+                     progress=not args.quiet, scale=_scale(args, adapter, curve))
+    _write_record(out / "augment.json", {"command": "augment", "run": str(run), "segment": args.segment,
+                                         "n": args.n, **written, **generator})
+    print(f"wrote {args.n} images along segment {args.segment} to {out}")
+    return 0
+
+
+def _add_generator_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("generator")
+    group.add_argument("--generator", default=None,
+                       help="stylegan2:PATH (rosinality .pt or NVlabs .pkl) or biggan:DIR")
+    group.add_argument("--nvlabs-code", default=None, help="your clone of NVlabs stylegan2-ada-pytorch/stylegan3 "
+                       "(needed for .pkl files)")
+    group.add_argument("--trust-pickle", action="store_true", help="allow full unpickling of a rosinality "
+                       "checkpoint that stores its training arguments (runs code from the file)")
+    group.add_argument("--class", dest="class_idx", type=int, default=None, help="class index (BigGAN)")
+    group.add_argument("--latent", choices=["z", "z+class"], default="z", help="BigGAN latent: z, or z and the class "
+                       "embedding")
+    group.add_argument("--truncation", type=float, default=None, help="truncation of sampled latents")
+
+
+def _add_run_command(commands, name: str, help_text: str, run):
+    p = commands.add_parser(name, help=help_text)
+    p.add_argument("run_dir", metavar="RUN", help="a directory written by `sfvq fit` (curve.safetensors, generator.json)")
+    p.add_argument("--out", default=None, help="where to write (default: inside RUN)")
+    p.add_argument("--batch-size", type=int, default=16, help="images rendered per batch")
+    p.add_argument("--scale", type=int, default=None, help="enlarge images by pixel repetition "
+                   "(default: tiles of at least 96 px)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--quiet", action="store_true")
+    _add_generator_options(p)
+    p.set_defaults(run=run)
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sfvq", description="Space-filling vector quantization tools")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -136,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     check.set_defaults(run=_check)
 
     fit = commands.add_parser("fit", help="fit an SFVQ curve to vectors in a .npy file or a directory of .npy shards")
-    fit.add_argument("source", help=".npy file (N, D) or a directory of .npy shards, read memory-mapped")
+    fit.add_argument("source", nargs="?", default=None,
+                     help=".npy file (N, D) or a directory of .npy shards, read memory-mapped (or use --generator)")
     fit.add_argument("--bits", type=int, required=True, help="curve of 2**bits vectors")
     fit.add_argument("--out", required=True, help="output directory")
     fit.add_argument("--epochs", type=int, default=5, help="epochs per stage (default 5)")
@@ -148,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     fit.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     fit.add_argument("--force", action="store_true", help="start over even if --out holds a run")
     fit.add_argument("--quiet", action="store_true", help="no progress bars")
+    fit.add_argument("--samples-per-epoch", type=int, default=65536,
+                     help="with --generator: fresh latents per epoch (default 65536)")
+    _add_generator_options(fit)
     fit.set_defaults(run=_fit)
 
     quantize = commands.add_parser("quantize", help="project the vectors of a .npy file onto a fitted curve")
@@ -159,6 +326,18 @@ def main(argv: list[str] | None = None) -> int:
     quantize.add_argument("--device", default=None)
     quantize.add_argument("--quiet", action="store_true")
     quantize.set_defaults(run=_quantize)
+
+    render = _add_run_command(commands, "render", "render the codebook in curve order (codebook.png)", _render)
+    render.add_argument("--columns", type=int, default=16, help="images per row")
+    edit = _add_run_command(commands, "edit", "edit sampled latents along one curve segment (a grid PNG)", _edit)
+    edit.add_argument("--segment", type=int, required=True, help="curve segment i: direction c_i -> c_{i+1}")
+    edit.add_argument("--layers", default=None, help="W+ layers to edit, A-B inclusive (default: all)")
+    edit.add_argument("--strengths", type=float, nargs="+", default=[-3.0, -1.5, 0.0, 1.5, 3.0])
+    edit.add_argument("--n", type=int, default=4, help="latents (rows)")
+    edit.add_argument("--seed", type=int, default=0, help="seed of the sampled latents")
+    augment = _add_run_command(commands, "augment", "render N points along one curve segment", _augment)
+    augment.add_argument("--segment", type=int, required=True)
+    augment.add_argument("-n", type=int, default=8, help="points along the segment, ends included")
     args = parser.parse_args(argv)
     try:
         return args.run(args)

@@ -29,9 +29,12 @@ def to_uint8(images: Tensor) -> Tensor:
     return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
 
 
-def image_grid(images: Tensor, columns: int, pad: int = 2, background: int = 255) -> Tensor:
-    """Tile images (n, 3, H, W) in [-1, 1] row by row into one (rows*(H+pad)+pad, ...) uint8 HWC image."""
+def image_grid(images: Tensor, columns: int, pad: int = 2, background: int = 255, scale: int = 1) -> Tensor:
+    """Tile images (n, 3, H, W) in [-1, 1] row by row into one (rows*(H+pad)+pad, ...) uint8 HWC image;
+    ``scale`` enlarges each image by pixel repetition (small renders stay readable)."""
     tiles = to_uint8(images)
+    if scale > 1:
+        tiles = tiles.repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2)
     n, h, w, _ = tiles.shape
     rows = -(-n // columns)
     grid = torch.full((rows * (h + pad) + pad, columns * (w + pad) + pad, 3), background, dtype=torch.uint8)
@@ -55,18 +58,18 @@ def save_png(image: Tensor, path) -> Path:
 
 
 def render_codebook(adapter, codebook: Tensor, path=None, *, columns: int = 16, batch_size: int = 16,
-                    progress: bool = True) -> Tensor:
+                    progress: bool = True, scale: int = 1) -> Tensor:
     """The "panoptic" view: every codebook vector rendered, in curve order, row by
     row (``columns`` per row). One look shows which region of the curve holds which
     factor. Returns the images (K, 3, H, W); writes the grid to ``path`` if given."""
     images = adapter.render(codebook.detach(), batch_size=batch_size, progress=progress)
     if path is not None:
-        save_png(image_grid(images, min(columns, len(images))), path)
+        save_png(image_grid(images, min(columns, len(images)), scale=scale), path)
     return images
 
 
 def edit_grid(adapter, latents: Tensor, direction: Tensor, strengths, path=None, *, layers=None,
-              batch_size: int = 16, progress: bool = True) -> Tensor:
+              batch_size: int = 16, progress: bool = True, scale: int = 1) -> Tensor:
     """Edits along ``direction``: rows are ``latents``, columns are ``strengths``
     (strength 0 is the latent itself); ``layers`` restricts the edit to those W+
     layers. Returns the images (rows * columns, 3, H, W); writes the grid to ``path``."""
@@ -79,12 +82,12 @@ def edit_grid(adapter, latents: Tensor, direction: Tensor, strengths, path=None,
     edited = adapter.apply_direction(repeated, direction, per_row, layers=layers)
     images = adapter.render(edited, batch_size=batch_size, progress=progress)
     if path is not None:
-        save_png(image_grid(images, len(strengths)), path)
+        save_png(image_grid(images, len(strengths), scale=scale), path)
     return images
 
 
 def augment_segment(adapter, codebook: Tensor, segment: int, n: int, out_dir, *, batch_size: int = 16,
-                    progress: bool = True) -> dict:
+                    progress: bool = True, scale: int = 1) -> dict:
     """A controlled augmentation set: ``n`` latents evenly spaced along curve segment
     ``segment`` (ends included), rendered. Writes ``out_dir/frame_000.png`` ...,
     ``latents.npy`` and ``sheet.png`` (all frames in a row); returns what it wrote."""
@@ -100,5 +103,5 @@ def augment_segment(adapter, codebook: Tensor, segment: int, n: int, out_dir, *,
     buffer = io.BytesIO()
     np.save(buffer, latents.cpu().numpy())
     atomic_write_bytes(out_dir / "latents.npy", buffer.getvalue())
-    sheet = save_png(image_grid(images, n), out_dir / "sheet.png")
+    sheet = save_png(image_grid(images, n, scale=scale), out_dir / "sheet.png")
     return {"frames": [str(f) for f in frames], "latents": str(out_dir / "latents.npy"), "sheet": str(sheet)}

@@ -76,3 +76,32 @@ def test_quantize_rejects_bad_input(data_file, tmp_path, capsys):
     fails(["quantize", str(wrong), str(wrong), "--out", str(tmp_path / "q")], capsys, "unreadable")
     fails(["fit", str(tmp_path / "missing.npy"), "--bits", "3", "--out", str(tmp_path / "r")], capsys, "does not exist")
     assert not (tmp_path / "q").exists() and not (tmp_path / "r").exists()
+
+
+def test_generator_commands(tmp_path, capsys):
+    """fit --generator (latents sampled on the fly), then render, edit, augment."""
+    from sfvq_ext.adapters import StyleGAN2Generator, save_rosinality
+
+    torch.manual_seed(0)
+    g = StyleGAN2Generator(16, style_dim=16, n_mlp=2, channels={4: 8, 8: 8, 16: 8})
+    g.set_w_avg()
+    save_rosinality(g, tmp_path / "g.pt")
+    run = tmp_path / "run"
+    spec = f"stylegan2:{tmp_path / 'g.pt'}"
+    assert cli.main(["fit", "--generator", spec, "--bits", "3", "--out", str(run), "--epochs", "1",
+                     "--batch-size", "64", "--samples-per-epoch", "256", "--truncation", "0.7", "--quiet"]) == 0
+    assert json.loads((run / "generator.json").read_text())["truncation"] == 0.7
+    assert cli.main(["render", str(run), "--columns", "4", "--quiet"]) == 0
+    assert (run / "codebook.png").is_file() and json.loads((run / "codebook.json").read_text())["codebook_size"] == 8
+    assert cli.main(["edit", str(run), "--segment", "2", "--layers", "1-3", "--strengths", "-2", "0", "2",
+                     "--n", "2", "--quiet"]) == 0
+    record = json.loads((run / "edit_seg2_layers1-3.json").read_text())
+    assert record["layers"] == [1, 3] and record["strengths"] == [-2.0, 0.0, 2.0]
+    assert (run / "edit_seg2_layers1-3.png").is_file()
+    assert cli.main(["augment", str(run), "--segment", "0", "-n", "3", "--quiet"]) == 0
+    assert len(json.loads((run / "augment_seg0" / "augment.json").read_text())["frames"]) == 3
+    fails(["edit", str(run), "--segment", "7", "--quiet"], capsys, "--segment must be in [0, 6]")
+    fails(["edit", str(run), "--segment", "1", "--layers", "4-9", "--quiet"], capsys, "outside the generator's 6 layers")
+    fails(["render", str(tmp_path / "nothing")], capsys, "does not exist")
+    fails(["fit", str(tmp_path / "x.npy"), "--generator", spec, "--bits", "3", "--out", str(tmp_path / "r2")], capsys,
+          "not both")
