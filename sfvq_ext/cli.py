@@ -218,28 +218,54 @@ def _render(args: argparse.Namespace) -> int:
     return 0
 
 
-def _edit(args: argparse.Namespace) -> int:
-    """Edit sampled latents along one curve segment: RUN/edit_seg{I}.png (+ .json)."""
+def _edit_direction(args: argparse.Namespace, curve, adapter, options: dict) -> tuple[str, object]:
+    """The direction to edit along: a curve segment, or a GANSpace / SeFa component
+    (the baselines, computed on the same generator) for comparison."""
     import sfvq_ext
+    from sfvq_ext.baselines import ganspace_directions, sefa_directions
+
+    chosen = [name for name in ("segment", "ganspace", "sefa") if getattr(args, name) is not None]
+    if len(chosen) != 1:
+        raise ValueError("give exactly one of --segment I, --ganspace K, --sefa K")
+    name, index = chosen[0], getattr(args, chosen[0])
+    if name == "segment":
+        if not 0 <= index <= curve.codebook_size - 2:
+            raise ValueError(f"--segment must be in [0, {curve.codebook_size - 2}], got {index}")
+        return f"seg{index}", sfvq_ext.directions(curve.codebook)[index].cpu()
+    if index < 0:
+        raise ValueError(f"--{name} must be a component index >= 0, got {index}")
+    if name == "ganspace":
+        dirs, _ = ganspace_directions(adapter.sample_latents(10_000, seed=12345, **_sampling_options(options)),
+                                      k=index + 1)
+    else:
+        if not hasattr(adapter, "G"):
+            raise ValueError("--sefa needs a StyleGAN2 generator (its style-modulation weights)")
+        dirs, _ = sefa_directions(adapter.G, k=index + 1)
+    if index >= len(dirs):
+        raise ValueError(f"--{name} {index}: only {len(dirs)} components exist")
+    return f"{name}{index}", dirs[index]
+
+
+def _edit(args: argparse.Namespace) -> int:
+    """Edit sampled latents along one direction: RUN/edit_{seg I|ganspace K|sefa K}[_layersA-B].png (+ .json)."""
     from sfvq_ext.interpret import edit_grid
 
     run, curve, adapter, generator, options = _open_run(args)
-    if not 0 <= args.segment <= curve.codebook_size - 2:
-        raise ValueError(f"--segment must be in [0, {curve.codebook_size - 2}], got {args.segment}")
+    tag, direction = _edit_direction(args, curve, adapter, options)
     layers = _parse_layers(args.layers)
     if layers is not None:
         adapter.layer_indices(layers, "--layers")
-    direction = sfvq_ext.directions(curve.codebook)[args.segment].cpu()
     latents = adapter.sample_latents(args.n, seed=args.seed, **_sampling_options(options))
     suffix = f"_layers{layers.start}-{layers.stop - 1}" if layers is not None else ""
-    out = Path(args.out) if args.out else run / f"edit_seg{args.segment}{suffix}.png"
+    out = Path(args.out) if args.out else run / f"edit_{tag}{suffix}.png"
     edit_grid(adapter, latents, direction, args.strengths, out, layers=layers, batch_size=args.batch_size,
               progress=not args.quiet, scale=_scale(args, adapter, curve))
     _write_record(out.with_suffix(".json"), {
-        "command": "edit", "run": str(run), "image": str(out), "segment": args.segment,
+        "command": "edit", "run": str(run), "image": str(out), "direction": tag, "segment": args.segment,
+        "ganspace": args.ganspace, "sefa": args.sefa,
         "layers": None if layers is None else [layers.start, layers.stop - 1], "strengths": args.strengths,
         "latents": args.n, "seed": args.seed, "rows": "latents", "columns": "strengths", **generator})
-    print(f"wrote {out} ({args.n} latents x {len(args.strengths)} strengths along segment {args.segment})")
+    print(f"wrote {out} ({args.n} latents x {len(args.strengths)} strengths along {tag})")
     return 0
 
 
@@ -330,7 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     render = _add_run_command(commands, "render", "render the codebook in curve order (codebook.png)", _render)
     render.add_argument("--columns", type=int, default=16, help="images per row")
     edit = _add_run_command(commands, "edit", "edit sampled latents along one curve segment (a grid PNG)", _edit)
-    edit.add_argument("--segment", type=int, required=True, help="curve segment i: direction c_i -> c_{i+1}")
+    edit.add_argument("--segment", type=int, default=None, help="curve segment i: direction c_i -> c_{i+1}")
+    edit.add_argument("--ganspace", type=int, default=None, help="baseline: GANSpace component K instead")
+    edit.add_argument("--sefa", type=int, default=None, help="baseline: SeFa component K instead")
     edit.add_argument("--layers", default=None, help="W+ layers to edit, A-B inclusive (default: all)")
     edit.add_argument("--strengths", type=float, nargs="+", default=[-3.0, -1.5, 0.0, 1.5, 3.0])
     edit.add_argument("--n", type=int, default=4, help="latents (rows)")

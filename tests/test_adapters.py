@@ -22,14 +22,7 @@ from sfvq_ext.adapters.stylegan2_arch import ModulatedConv2d, blur_kernel_2d, up
 TINY = dict(style_dim=32, n_mlp=2, channels={4: 16, 8: 16, 16: 8, 32: 8})
 
 
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    """Fails any test here that opens a network connection."""
-    def refuse(*args, **kwargs):
-        raise AssertionError("a network connection was attempted")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
+pytestmark = pytest.mark.usefixtures("no_network")  # conftest: any network connection fails the test
 
 
 def test_no_network_guard_works():

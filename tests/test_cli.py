@@ -78,7 +78,7 @@ def test_quantize_rejects_bad_input(data_file, tmp_path, capsys):
     assert not (tmp_path / "q").exists() and not (tmp_path / "r").exists()
 
 
-def test_generator_commands(tmp_path, capsys):
+def test_generator_commands(tmp_path, capsys, no_network):
     """fit --generator (latents sampled on the fly), then render, edit, augment."""
     from sfvq_ext.adapters import StyleGAN2Generator, save_rosinality
 
@@ -98,10 +98,14 @@ def test_generator_commands(tmp_path, capsys):
     record = json.loads((run / "edit_seg2_layers1-3.json").read_text())
     assert record["layers"] == [1, 3] and record["strengths"] == [-2.0, 0.0, 2.0]
     assert (run / "edit_seg2_layers1-3.png").is_file()
+    for method in ("--ganspace", "--sefa"):  # the baselines on the same latents
+        assert cli.main(["edit", str(run), method, "1", "--layers", "1-3", "--n", "2", "--quiet"]) == 0
+        assert json.loads((run / f"edit_{method[2:]}1_layers1-3.json").read_text())["direction"] == f"{method[2:]}1"
     assert cli.main(["augment", str(run), "--segment", "0", "-n", "3", "--quiet"]) == 0
     assert len(json.loads((run / "augment_seg0" / "augment.json").read_text())["frames"]) == 3
     fails(["edit", str(run), "--segment", "7", "--quiet"], capsys, "--segment must be in [0, 6]")
     fails(["edit", str(run), "--segment", "1", "--layers", "4-9", "--quiet"], capsys, "outside the generator's 6 layers")
     fails(["render", str(tmp_path / "nothing")], capsys, "does not exist")
+    fails(["edit", str(run), "--segment", "1", "--sefa", "0", "--quiet"], capsys, "exactly one of")
     fails(["fit", str(tmp_path / "x.npy"), "--generator", spec, "--bits", "3", "--out", str(tmp_path / "r2")], capsys,
           "not both")

@@ -12,6 +12,9 @@ from sfvq_ext.baselines import ganspace_directions, sefa_directions, style_weigh
 from sfvq_ext.interpret import augment_segment, edit_grid, image_grid, render_codebook, to_uint8
 
 
+pytestmark = pytest.mark.usefixtures("no_network")
+
+
 @pytest.fixture(scope="module")
 def adapter():
     torch.manual_seed(0)
