@@ -117,19 +117,21 @@ class ModulatedConv2d(nn.Module):
             self.blur = Blur(((p + 1) // 2 + 1, p // 2 + 1), gain=4.0)
 
     def forward(self, x: Tensor, style: Tensor) -> Tensor:
-        b, _, h, w = x.shape
-        s = self.modulation(style).view(b, 1, self.in_ch, 1, 1)
-        weight = self.scale * self.weight * s  # (b, out, in, k, k)
-        if self.demodulate:
-            weight = weight * torch.rsqrt(weight.square().sum(dim=(2, 3, 4), keepdim=True) + 1e-8)
-        x = x.reshape(1, b * self.in_ch, h, w)  # one grouped convolution for the whole batch
-        k = self.kernel_size
+        # Modulating the input channels and demodulating the output channels around
+        # one shared convolution is the same linear map as convolving with per-sample
+        # modulated weights, and far faster than a grouped convolution per sample.
+        s = self.modulation(style)  # (b, in)
+        weight = self.scale * self.weight[0]  # (out, in, k, k)
+        x = x * s[:, :, None, None]
         if self.upsample:
-            weight = weight.transpose(1, 2).reshape(b * self.in_ch, self.out_ch, k, k)
-            out = F.conv_transpose2d(x, weight, stride=2, padding=0, groups=b)
-            return self.blur(out.reshape(b, self.out_ch, out.shape[2], out.shape[3]))
-        out = F.conv2d(x, weight.reshape(b * self.out_ch, self.in_ch, k, k), padding=k // 2, groups=b)
-        return out.reshape(b, self.out_ch, h, w)
+            out = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2, padding=0)
+        else:
+            out = F.conv2d(x, weight, padding=self.kernel_size // 2)
+        if self.demodulate:
+            # norm of each sample's modulated filter: sum_i s_i^2 sum_k w_oik^2
+            demod = torch.rsqrt(s.square() @ weight.square().sum(dim=(2, 3)).T + 1e-8)  # (b, out)
+            out = out * demod[:, :, None, None]
+        return self.blur(out) if self.upsample else out
 
 
 class NoiseInjection(nn.Module):
