@@ -27,9 +27,7 @@ from tqdm.auto import tqdm
 
 from ..adapters.stylegan2_arch import Generator
 from ..interpret import image_grid, save_png
-from . import world
-
-WEIGHTS = Path(__file__).with_name("shapes_stylegan2.safetensors")
+from . import WEIGHTS, world
 GENERATOR_SHAPE = {"size": 32, "style_dim": 64, "n_mlp": 4, "channels": {4: 64, 8: 64, 16: 48, 32: 24}}
 
 
@@ -141,13 +139,13 @@ def train(out: Path, steps: int, batch: int, lr: float, r1_gamma: float, r1_ever
             G_ema.set_w_avg()
             with torch.no_grad():
                 save_png(image_grid(G_ema(fixed_z), 8, scale=2), out / f"samples_{step + 1:06d}.png")
+            # the weights so far, so a stopped run still leaves a usable generator
+            info = {"steps": step + 1, "batch": batch, "lr": lr, "r1_gamma": r1_gamma, "r1_every": r1_every,
+                    "ema_half_life": ema_half_life, "dataset_size": dataset_size, "seed": seed,
+                    "seconds": round(time.perf_counter() - started), "torch": torch.__version__}
+            save_generator(G_ema, out / WEIGHTS.name, info)
             tqdm.write(f"step {step + 1}: d_loss {d_loss.item():.3f} g_loss {g_loss.item():.3f} "
                        f"({time.perf_counter() - started:.0f} s)")
-    G_ema.set_w_avg()
-    info = {"steps": steps, "batch": batch, "lr": lr, "r1_gamma": r1_gamma, "r1_every": r1_every,
-            "ema_half_life": ema_half_life, "dataset_size": dataset_size, "seed": seed,
-            "seconds": round(time.perf_counter() - started), "torch": torch.__version__}
-    save_generator(G_ema, out / WEIGHTS.name, info)
     return G_ema
 
 

@@ -1,0 +1,55 @@
+"""How interpretable is an editing direction? Edit latents along it, render, and
+let the factor probe say how much each known factor changed.
+
+A direction that moves one factor alone is disentangled: its *dominance* (the
+share of the total change that falls on the most-changed factor) is 1. A
+method's score is the mean dominance of its most active directions.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from . import world
+
+
+def edit_step(latents: Tensor, fraction: float = 0.5) -> float:
+    """One edit strength for every method: ``fraction`` of the RMS distance of the
+    latents from their mean (directions are unit vectors)."""
+    return fraction * (latents - latents.mean(0)).norm(dim=1).pow(2).mean().sqrt().item()
+
+
+@torch.no_grad()
+def factor_changes(adapter, probe, latents: Tensor, directions: Tensor, strength: float, *, layers=None,
+                   batch_size: int = 64) -> Tensor:
+    """Mean change of each factor when ``latents`` move by ``strength`` along each
+    direction: ``(len(directions), 7)`` in :data:`world.FACTORS` order. Continuous
+    factors in range units (0..1); shape as the total-variation distance of the
+    probe's class probabilities (0..1)."""
+    base_probs, base_values = probe.read(adapter.render(latents, batch_size=batch_size, progress=False))
+    rows = []
+    for d in directions:
+        edited = adapter.apply_direction(latents, d, strength, layers=layers)
+        probs, values = probe.read(adapter.render(edited, batch_size=batch_size, progress=False))
+        shape = 0.5 * (probs - base_probs).abs().sum(1).mean()
+        rows.append(torch.cat([shape[None], (values - base_values).abs().mean(0)]))
+    return torch.stack(rows)
+
+
+def dominance(changes: Tensor) -> Tensor:
+    """Share of each direction's total factor change on its most-changed factor."""
+    return changes.max(dim=1).values / changes.sum(dim=1).clamp_min(1e-12)
+
+
+def method_score(changes: Tensor, top: int = 8) -> tuple[float, float]:
+    """(mean dominance of the ``top`` directions with the largest total change, their mean total change)."""
+    total = changes.sum(dim=1)
+    chosen = total.argsort(descending=True)[:top]
+    return dominance(changes[chosen]).mean().item(), total[chosen].mean().item()
+
+
+def describe(changes_row: Tensor) -> str:
+    """'hue (62%)': the most-changed factor and its share."""
+    share = dominance(changes_row[None])[0].item()
+    return f"{world.FACTORS[int(changes_row.argmax())]} ({share:.0%})"
