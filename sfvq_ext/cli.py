@@ -287,6 +287,15 @@ def _augment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    """Fit SFVQ on the shipped shape-world StyleGAN2 and write an HTML report."""
+    from sfvq_ext.demo.report import run_demo
+
+    page = run_demo(args.out, bits=args.bits, seed=args.seed, progress=not args.quiet)
+    print(f"wrote {page}: open it in a browser")
+    return 0
+
+
 def _add_generator_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("generator")
     group.add_argument("--generator", default=None,
@@ -323,6 +332,13 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--dim", type=int, default=512, help="vector width D")
     check.add_argument("--k", type=int, default=1024, help="codebook size K")
     check.set_defaults(run=_check)
+
+    demo = commands.add_parser("demo", help="fit SFVQ on the shipped demo generator and write an HTML report")
+    demo.add_argument("--out", default="sfvq-demo", help="output directory (default: sfvq-demo)")
+    demo.add_argument("--bits", type=int, default=5)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--quiet", action="store_true")
+    demo.set_defaults(run=_demo)
 
     fit = commands.add_parser("fit", help="fit an SFVQ curve to vectors in a .npy file or a directory of .npy shards")
     fit.add_argument("source", nargs="?", default=None,
