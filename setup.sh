@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Set up sfvq_ext from a fresh clone and run the quick self-check:
+# Set up sfvq_ext from a fresh clone and run the main job on what it ships:
 #   creates .venv, installs torch and the build tools, builds the extension from
-#   source (editable install) and runs `sfvq check`.
+#   source (editable install), runs `sfvq check`, then `sfvq demo`: SFVQ fitted on
+#   the shipped shape-world StyleGAN2, reported in sfvq-demo/index.html.
 # Environment:
 #   SFVQ_TORCH   torch requirement to install (default: torch==2.13.0, a CPU build)
 #   SFVQ_CUDA    AUTO | ON | OFF: build the CUDA kernels (AUTO: when torch is a CUDA build)
@@ -22,3 +23,4 @@ py="$venv/bin/python"
 # No build isolation: an isolated build would fetch a different torch to compile against.
 "$py" -m pip install --quiet --no-build-isolation -e ".[test,bench,biggan]"
 "$venv/bin/sfvq" check
+"$venv/bin/sfvq" demo --out sfvq-demo

@@ -5,8 +5,8 @@ GANSpace components and SeFa directions? And SFVQ's quantization error per bitra
     python benchmarks/interpretability.py              # 3 seeds, writes results/interpretability.md
     python benchmarks/interpretability.py --seeds 1
 
-For every direction: 64 sampled W latents move by one fixed step (half the RMS
-spread of W; directions are unit vectors), and the factor probe reads the 7
+For every direction: 64 sampled W latents move by one fixed step (a quarter of
+the RMS spread of W; directions are unit vectors), and the factor probe reads the 7
 factors before and after. Dominance = the share of the total change on the
 most-changed factor (1 = one factor alone); a method's score is the mean
 dominance over its `--top` most active directions (largest total change).

@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
 
     demo = commands.add_parser("demo", help="fit SFVQ on the shipped demo generator and write an HTML report")
     demo.add_argument("--out", default="sfvq-demo", help="output directory (default: sfvq-demo)")
-    demo.add_argument("--bits", type=int, default=5)
+    demo.add_argument("--bits", type=int, default=6)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--quiet", action="store_true")
     demo.set_defaults(run=_demo)

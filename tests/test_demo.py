@@ -7,7 +7,8 @@ import re
 import pytest
 import torch
 
-from sfvq_ext.demo import load_probe, world
+from sfvq_ext.demo import load_generator, load_probe, world
+from sfvq_ext.demo.measure import dominance, edit_step, factor_changes, method_score
 from sfvq_ext.demo.probe import scores
 
 pytestmark = pytest.mark.usefixtures("no_network")
@@ -49,3 +50,52 @@ def test_shipped_probe_reads_factors_on_held_out_images():
     assert result["shape_accuracy"] >= 0.95, result
     for k in world.CONTINUOUS:
         assert result[f"r2_{k}"] >= 0.9, result
+
+
+def test_shipped_generator_draws_shapes_the_probe_recognises():
+    g = load_generator()
+    assert (g.latent_dim, g.num_layers) == (64, 8)
+    images = g.render(g.sample_latents(64, seed=5), progress=False)
+    assert images.shape == (64, 3, 32, 32)
+    probs, values = load_probe().read(images)
+    # a confident shape for most images (measured: 73% above 0.8), and all three shapes among them
+    assert (probs.max(1).values > 0.8).float().mean() > 0.6
+    assert len(set(probs.argmax(1).tolist())) == 3
+
+
+def test_measurement_of_directions():
+    g, probe = load_generator(), load_probe()
+    latents = g.sample_latents(8, seed=1)
+    zero = factor_changes(g, probe, latents, torch.zeros(1, 64), 1.0)
+    assert zero.shape == (1, 7) and torch.all(zero == 0)
+    moved = factor_changes(g, probe, latents, torch.eye(64)[:2], edit_step(g.sample_latents(500)))
+    assert torch.all(moved.sum(1) > 0)
+    changes = torch.tensor([[0.0, 0.5, 0.0, 0, 0, 0, 0], [0.1, 0.1, 0.1, 0.1, 0, 0, 0], [0.0] * 6 + [0.01]])
+    torch.testing.assert_close(dominance(changes), torch.tensor([1.0, 0.25, 1.0]))
+    assert method_score(changes, top=2) == pytest.approx((0.625, 0.45))
+
+
+def test_training_scripts_in_miniature(tmp_path):
+    from sfvq_ext.demo import train_gan
+    from sfvq_ext.demo.probe import FactorProbe, train as train_probe
+
+    train_gan.main(["--out", str(tmp_path), "--steps", "2", "--batch", "4", "--dataset-size", "16", "--r1-every", "1",
+                    "--sample-every", "0"])
+    g = load_generator(tmp_path / "shapes_stylegan2.safetensors")
+    assert g.render(g.sample_latents(2), progress=False).shape == (2, 3, 32, 32)
+    assert g.G.training_info["steps"] == 2
+    probe, result = train_probe(train_size=64, test_size=16, epochs=1, batch=32, lr=1e-3, seed=0, threads=None)
+    assert isinstance(probe, FactorProbe) and set(result) == {"shape_accuracy", *(f"r2_{k}" for k in world.CONTINUOUS)}
+
+
+def test_demo_end_to_end(tmp_path):
+    from sfvq_ext.demo.report import run_demo
+    from sfvq_ext.demo.screenshot import broken_links
+
+    page = run_demo(tmp_path / "demo", bits=3, epochs=1, samples_per_epoch=2048, progress=False)
+    text = page.read_text()
+    images = re.findall(r'src="([^"]+)"', text)
+    assert len(images) >= 10 and not broken_links(page)
+    for name in ("codebook.png", "fit.png", "edit_ganspace_0.png", "edit_sefa_0.png", "augment/sheet.png"):
+        assert name in images
+    assert "dominance" in text and (tmp_path / "demo" / "demo.json").is_file()

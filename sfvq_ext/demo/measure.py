@@ -14,7 +14,7 @@ from torch import Tensor
 from . import world
 
 
-def edit_step(latents: Tensor, fraction: float = 0.5) -> float:
+def edit_step(latents: Tensor, fraction: float = 0.25) -> float:
     """One edit strength for every method: ``fraction`` of the RMS distance of the
     latents from their mean (directions are unit vectors)."""
     return fraction * (latents - latents.mean(0)).norm(dim=1).pow(2).mean().sqrt().item()

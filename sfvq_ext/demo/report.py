@@ -20,10 +20,10 @@ from ..report import plot_fit
 from . import load_generator, load_probe, world
 from .measure import describe, edit_step, factor_changes, method_score
 
-STRENGTHS = (-2.0, -1.0, 0.0, 1.0, 2.0)  # in edit steps (half the RMS spread of W)
+STRENGTHS = (-2.0, -1.0, 0.0, 1.0, 2.0)  # in edit steps (a quarter of the RMS spread of W)
 
 
-def run_demo(out_dir, *, bits: int = 5, seed: int = 0, epochs: int = 3, samples_per_epoch: int = 16384,
+def run_demo(out_dir, *, bits: int = 6, seed: int = 0, epochs: int = 5, samples_per_epoch: int = 32768,
              progress: bool = True, generator_path=None, probe_path=None) -> Path:
     """Write the demo into ``out_dir`` and return the path of its ``index.html``
     (``generator_path`` / ``probe_path``: other weights than the shipped ones)."""
@@ -77,7 +77,9 @@ def run_demo(out_dir, *, bits: int = 5, seed: int = 0, epochs: int = 3, samples_
     stages.update()
 
     stages.set_postfix_str("augmentation set")
-    augment = augment_segment(adapter, codebook, active[0], 8, out / "augment", scale=3, progress=False)
+    # the longest segment: its two ends differ most, so its points span the most variation
+    longest = int((codebook[1:] - codebook[:-1]).norm(dim=1).argmax())
+    augment = augment_segment(adapter, codebook, longest, 8, out / "augment", scale=3, progress=False)
     stages.update()
 
     scores = {m: method_score(c) for m, c in changes.items()}
@@ -87,7 +89,7 @@ def run_demo(out_dir, *, bits: int = 5, seed: int = 0, epochs: int = 3, samples_
               "projection_mse": [h["projection_mse"] for h in curve.history],
               "generator": G.training_info}
     atomic_write_bytes(out / "demo.json", json.dumps(record, indent=2).encode())
-    page = _page(curve, record, edits, baselines, Path(augment["sheet"]).relative_to(out), active[0], changes["SFVQ"])
+    page = _page(curve, record, edits, baselines, Path(augment["sheet"]).relative_to(out), longest, changes["SFVQ"])
     atomic_write_bytes(out / "index.html", page.encode())
     stages.update()
     stages.close()
@@ -119,7 +121,7 @@ table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding
 SFVQ fitted a curve of {K} codebook vectors through its W space ({record['bits']} bits,
 {record['seconds']} s in all). Each row of an edit grid is one sampled image; columns move it along one
 direction by {', '.join(f'{s:+g}' for s in STRENGTHS)} steps of {record['edit_step']:.2f}
-(half the RMS spread of W). A factor probe reads the factors back from the images.</p>
+(a quarter of the RMS spread of W). A factor probe reads the factors back from the images.</p>
 
 <h2>The codebook in curve order</h2>
 {_figure('codebook.png', f'All {K} codebook vectors rendered in order, row by row: neighbours on the curve look alike, so the strip shows which stretch of W holds which shapes, colours and positions.')}
@@ -129,7 +131,7 @@ direction by {', '.join(f'{s:+g}' for s in STRENGTHS)} steps of {record['edit_st
 <div class="grid">{''.join(_figure(src, cap) for src, cap in edits)}</div>
 
 <h2>An augmentation set</h2>
-{_figure(sheet, f'Eight points evenly spaced along segment {sheet_segment}, ends included: controlled variations of what that segment changes.')}
+{_figure(sheet, f'Eight points evenly spaced along segment {sheet_segment} (the longest), ends included: controlled variations between two neighbouring codebook vectors.')}
 
 <h2>Baselines on the same latents</h2>
 <div class="grid">{''.join(_figure(src, cap) for src, cap in baselines)}</div>
