@@ -81,7 +81,7 @@ def main() -> None:
     ranking = sorted(("SFVQ segments", "GANSpace", "SeFa"), key=lambda m: -statistics.mean(r[m][0] for r in runs))
     lines += ["", f"Ranking by dominance: {' > '.join(ranking)}. A direction spread evenly over the 7 factors scores "
               f"1/7 = 0.143. Read with the generator in mind: 46 minutes of CPU training leave its W space only "
-              f"partly disentangled, and the probe's shape reading also reacts to imperfectly drawn shapes.", ""]
+              f"partly disentangled, and the probe's shape reading also reacts to imperfectly drawn shapes."]
     lines += ["", "Exact-projection MSE of the SFVQ curve on W, per bitrate (fit stages, mean over seeds):", "",
               "| bits | " + " | ".join(str(b) for b in range(2, args.bits + 1)) + " |",
               "|---|" + "---|" * (args.bits - 1),
