@@ -129,7 +129,7 @@ def save(module: SFVQ, path: str | os.PathLike) -> None:
     if not module.initialized:
         raise ValueError("save: the module's codebook is not initialised; there is nothing to save")
     write_checkpoint(path, {"codebook": module.codebook, "segment_counts": module.segment_usage},
-                     {"module": module_info(module), "history": getattr(module, "history", [])})
+                     {"module": module_info(module), "history": module.history})
 
 
 def load(path: str | os.PathLike, device=None) -> SFVQ:

@@ -70,8 +70,7 @@ def _fit(args: argparse.Namespace) -> int:
     samples on the fly (--generator); write the curve, a checkpoint, fit.json
     (settings and per-stage history) and fit.png into --out."""
     import sfvq_ext
-    from sfvq_ext.checkpoint import atomic_write_bytes
-    from sfvq_ext.data import SamplerSource, as_source
+    from sfvq_ext.data import SamplerSource, as_source, draw
     from sfvq_ext.report import plot_fit
 
     out = Path(args.out)
@@ -93,7 +92,7 @@ def _fit(args: argparse.Namespace) -> int:
         source = as_source(args.source)
     out.mkdir(parents=True, exist_ok=True)
     if args.generator is not None:  # render/edit/augment on this run use the same generator
-        atomic_write_bytes(out / GENERATOR_FILE, json.dumps({"spec": args.generator, **options}, indent=2).encode())
+        _write_record(out / GENERATOR_FILE, {"spec": args.generator, **options})
     started = time.perf_counter()
     module = sfvq_ext.fit(source, args.bits, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                           seed=args.seed, device=args.device, checkpoint=checkpoint,
@@ -103,12 +102,8 @@ def _fit(args: argparse.Namespace) -> int:
     summary = {"source": str(args.source or args.generator), "bits": args.bits, "epochs": args.epochs,
                "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
                "seconds": time.perf_counter() - started, "history": module.history}
-    atomic_write_bytes(out / "fit.json", json.dumps(summary, indent=2).encode())
-    if source.num_rows is None:
-        sample = source.sample(5000, torch.Generator().manual_seed(0))
-    else:
-        sample = source.rows(torch.randperm(source.num_rows, generator=torch.Generator().manual_seed(0))[:5000].sort().values)
-    plot_fit(module, sample, out / "fit.png")
+    _write_record(out / "fit.json", summary)
+    plot_fit(module, draw(source, 5000, torch.Generator().manual_seed(0)), out / "fit.png")
     last = module.history[-1]
     print(f"curve of {module.codebook_size} vectors: exact-projection MSE {last['projection_mse']:.5g}, "
           f"perplexity {last['perplexity']:.1f}; wrote {out}/curve.safetensors, fit.json, fit.png")
@@ -147,10 +142,9 @@ def _quantize(args: argparse.Namespace) -> int:
             arrays["coords"][start : start + len(rows)] = (r.segment.double() + r.t.double()).cpu().numpy()
             arrays["segments"][start : start + len(rows)] = r.segment.cpu().numpy()
             arrays["distances"][start : start + len(rows)] = r.dist.double().cpu().numpy()
-        for k, a in arrays.items():
+        for a in arrays.values():
             a.flush()
-            del a
-        arrays.clear()
+        arrays.clear()  # close the memory maps before the renames
         for k in names:
             os.replace(temp[k], out / f"{k}.npy")
     finally:
@@ -162,7 +156,8 @@ def _quantize(args: argparse.Namespace) -> int:
 
 
 def _open_run(args: argparse.Namespace):
-    """The fitted curve of RUN and its generator (from RUN/generator.json, or --generator)."""
+    """RUN, its fitted curve, its generator's adapter (from RUN/generator.json, or --generator) and
+    the generator's spec and options as one record ({"generator": spec, ...})."""
     import sfvq_ext
 
     run = Path(args.run_dir)
@@ -177,7 +172,7 @@ def _open_run(args: argparse.Namespace):
     adapter = _open_generator(spec, options, args.device)
     if adapter.latent_dim != curve.dim:
         raise ValueError(f"the generator's latents have width {adapter.latent_dim}, the curve in {run} has {curve.dim}")
-    return run, curve, adapter, {"generator": spec, **options}, options
+    return run, curve, adapter, {"generator": spec, **options}
 
 
 def _parse_layers(text: str | None):
@@ -188,6 +183,11 @@ def _parse_layers(text: str | None):
         return range(int(first), int(last if sep else first) + 1)
     except ValueError:
         raise ValueError(f"--layers must be A-B or A (inclusive layer indices), got {text!r}") from None
+
+
+def _check_segment(curve, segment: int) -> None:
+    if not 0 <= segment <= curve.codebook_size - 2:
+        raise ValueError(f"--segment must be in [0, {curve.codebook_size - 2}], got {segment}")
 
 
 def _write_record(path: Path, record: dict) -> None:
@@ -208,7 +208,7 @@ def _render(args: argparse.Namespace) -> int:
     """The codebook in curve order, rendered: RUN/codebook.png (+ codebook.json)."""
     from sfvq_ext.interpret import render_codebook
 
-    run, curve, adapter, generator, _ = _open_run(args)
+    run, curve, adapter, generator = _open_run(args)
     out = Path(args.out) if args.out else run / "codebook.png"
     render_codebook(adapter, curve.codebook, out, columns=args.columns, batch_size=args.batch_size,
                     progress=not args.quiet, scale=_scale(args, adapter, curve))
@@ -218,7 +218,7 @@ def _render(args: argparse.Namespace) -> int:
     return 0
 
 
-def _edit_direction(args: argparse.Namespace, curve, adapter, options: dict) -> tuple[str, object]:
+def _edit_direction(args: argparse.Namespace, curve, adapter, generator: dict) -> tuple[str, object]:
     """The direction to edit along: a curve segment, or a GANSpace / SeFa component
     (the baselines, computed on the same generator) for comparison."""
     import sfvq_ext
@@ -229,13 +229,12 @@ def _edit_direction(args: argparse.Namespace, curve, adapter, options: dict) -> 
         raise ValueError("give exactly one of --segment I, --ganspace K, --sefa K")
     name, index = chosen[0], getattr(args, chosen[0])
     if name == "segment":
-        if not 0 <= index <= curve.codebook_size - 2:
-            raise ValueError(f"--segment must be in [0, {curve.codebook_size - 2}], got {index}")
+        _check_segment(curve, index)
         return f"seg{index}", sfvq_ext.directions(curve.codebook)[index].cpu()
     if index < 0:
         raise ValueError(f"--{name} must be a component index >= 0, got {index}")
     if name == "ganspace":
-        dirs, _ = ganspace_directions(adapter.sample_latents(10_000, seed=12345, **_sampling_options(options)),
+        dirs, _ = ganspace_directions(adapter.sample_latents(10_000, seed=12345, **_sampling_options(generator)),
                                       k=index + 1)
     else:
         if not hasattr(adapter, "G"):
@@ -250,12 +249,12 @@ def _edit(args: argparse.Namespace) -> int:
     """Edit sampled latents along one direction: RUN/edit_{seg I|ganspace K|sefa K}[_layersA-B].png (+ .json)."""
     from sfvq_ext.interpret import edit_grid
 
-    run, curve, adapter, generator, options = _open_run(args)
-    tag, direction = _edit_direction(args, curve, adapter, options)
+    run, curve, adapter, generator = _open_run(args)
+    tag, direction = _edit_direction(args, curve, adapter, generator)
     layers = _parse_layers(args.layers)
     if layers is not None:
         adapter.layer_indices(layers, "--layers")
-    latents = adapter.sample_latents(args.n, seed=args.seed, **_sampling_options(options))
+    latents = adapter.sample_latents(args.n, seed=args.seed, **_sampling_options(generator))
     suffix = f"_layers{layers.start}-{layers.stop - 1}" if layers is not None else ""
     out = Path(args.out) if args.out else run / f"edit_{tag}{suffix}.png"
     edit_grid(adapter, latents, direction, args.strengths, out, layers=layers, batch_size=args.batch_size,
@@ -273,9 +272,8 @@ def _augment(args: argparse.Namespace) -> int:
     """N points along one curve segment, rendered: RUN/augment_seg{I}/ (+ augment.json)."""
     from sfvq_ext.interpret import augment_segment
 
-    run, curve, adapter, generator, _ = _open_run(args)
-    if not 0 <= args.segment <= curve.codebook_size - 2:
-        raise ValueError(f"--segment must be in [0, {curve.codebook_size - 2}], got {args.segment}")
+    run, curve, adapter, generator = _open_run(args)
+    _check_segment(curve, args.segment)
     if args.n < 1:
         raise ValueError(f"-n must be positive, got {args.n}")
     out = Path(args.out) if args.out else run / f"augment_seg{args.segment}"

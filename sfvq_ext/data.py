@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["VectorSource", "TensorSource", "NpyShards", "SamplerSource", "as_source"]
+__all__ = ["VectorSource", "TensorSource", "NpyShards", "SamplerSource", "as_source", "draw"]
 
 # A sampler is called as sampler(n, generator) and returns an (n, dim) float tensor;
 # drawing from `generator` (a CPU torch.Generator) makes a fit reproducible.
@@ -136,6 +136,14 @@ class SamplerSource(VectorSource):
 
     def describe(self) -> dict:
         return {"kind": "sampler", "dim": self.dim}
+
+
+def draw(source: VectorSource, n: int, generator: torch.Generator) -> Tensor:
+    """``n`` vectors: fresh from a sampler, or up to ``n`` random rows of a finite
+    source (read in file order)."""
+    if source.num_rows is None:
+        return source.sample(n, generator)
+    return source.rows(torch.randperm(source.num_rows, generator=generator)[:n].sort().values)
 
 
 def as_source(source) -> VectorSource:

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from . import ops
 from .checkpoint import module_from, module_info, read_checkpoint, write_checkpoint
-from .data import VectorSource, as_source
+from .data import VectorSource, as_source, draw
 from .quantizer import SFVQ
 
 __all__ = ["fit", "learning_rate_at"]
@@ -99,11 +99,7 @@ class _Fit:
 
     def _fixed_sample(self, n: int, purpose: int, what: str) -> Tensor:
         """The same rows on every rank: the initialisation and evaluation samples."""
-        gen = _generator(self.seed, purpose)
-        if self.source.num_rows is None:
-            return self._checked(self.source.sample(n, gen), what)
-        index = torch.randperm(self.source.num_rows, generator=gen)[:n].sort().values
-        return self._checked(self.source.rows(index), what)
+        return self._checked(draw(self.source, n, _generator(self.seed, purpose)), what)
 
     def _batch(self, stage_bits: int, step: int, total: int) -> tuple[Tensor, int]:
         """This rank's part of the batch at ``step``, and the global batch's row count."""
@@ -131,8 +127,6 @@ class _Fit:
 
     def _save(self, module: SFVQ, codebook: Tensor, optimizer, counts: Tensor, state: _Progress) -> None:
         """Checkpoint (rank 0 writes, all wait): the curve, this stage's Adam state and counts, the progress."""
-        with torch.no_grad():
-            module.weight[: codebook.shape[0]] = codebook
         if self.checkpoint is None:
             return
         if self.rank == 0:
@@ -261,11 +255,10 @@ class _Fit:
         return error / (global_rows * D)
 
     def _stage_record(self, module, state, counts, total, started, eval_sample) -> dict:
-        p = counts[counts > 0] / counts.sum()
         module.segment_counts.zero_()
         module.segment_counts[: module.codebook_size - 1] = counts.to(module.segment_counts)
         return {"bits": state.stage_bits, "codebook_size": module.codebook_size, "steps": total,
-                "epoch_loss": list(state.epoch_losses), "perplexity": math.exp(-(p * p.log()).sum().item()),
+                "epoch_loss": list(state.epoch_losses), "perplexity": module.perplexity,
                 "projection_mse": self._evaluate(module, eval_sample), "seconds": time.perf_counter() - started}
 
 

@@ -168,6 +168,11 @@ def _scatter_rows(K: int, rows: Tensor, values: Tensor) -> Tensor:
     return values.new_zeros(K, values.shape[-1]).index_add_(0, rows, values)
 
 
+def _interpolation_grad(K: int, j: Tensor, f: Tensor, g: Tensor) -> Tensor:
+    """Codebook gradient of points (1 - f) c_j + f c_{j+1} receiving gradients g (n, D)."""
+    return _scatter_rows(K, j, (1 - f)[:, None] * g) + _scatter_rows(K, j + 1, f[:, None] * g)
+
+
 def _project_setup(ctx, inputs, output):
     x, codebook, _mode = inputs
     _point, segment, t, _coord, _dist = output
@@ -271,7 +276,7 @@ def _decode_backward(ctx, g_out):
     j, f, inside = _decode_parts(coord, K, ct)
     g = g_out.reshape(-1, D).to(ct)
     c = codebook.to(ct)
-    grad_codebook = _scatter_rows(K, j, (1 - f)[:, None] * g) + _scatter_rows(K, j + 1, f[:, None] * g)
+    grad_codebook = _interpolation_grad(K, j, f, g)
     grad_coord = torch.where(inside, (g * (c[j + 1] - c[j])).sum(-1), 0)
     return grad_coord.reshape(coord.shape).to(coord.dtype), grad_codebook.to(codebook.dtype)
 
@@ -299,9 +304,7 @@ def _expand_backward(ctx, g_out):
     """expand is decode at fixed coordinates: the codebook part of decode's backward."""
     ct = _compute_dtype(g_out)
     j, f, _ = _decode_parts(_expand_coordinates(ctx.K, ctx.eps, g_out.new_empty(0, dtype=torch.float64)), ctx.K, ct)
-    g = g_out.to(ct)
-    grad = _scatter_rows(ctx.K, j, (1 - f)[:, None] * g) + _scatter_rows(ctx.K, j + 1, f[:, None] * g)
-    return grad.to(ctx.codebook_dtype), None
+    return _interpolation_grad(ctx.K, j, f, g_out.to(ct)).to(ctx.codebook_dtype), None
 
 
 torch.library.register_autograd("sfvq::expand", _expand_backward, setup_context=_expand_setup)

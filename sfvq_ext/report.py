@@ -24,7 +24,7 @@ def plot_fit(module: SFVQ, sample: Tensor, path: str | os.PathLike) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax_loss, ax_curve, ax_usage) = plt.subplots(1, 3, figsize=(16, 4.8))
-    history = getattr(module, "history", [])
+    history = module.history
     epoch = 0
     for record in history:
         losses = record["epoch_loss"]

@@ -41,7 +41,7 @@ class StyleGAN2Adapter(GeneratorAdapter):
                             f"w_avg (NVlabs interface); {type(G).__name__} lacks {missing or ['w_avg']}")
         self.device = torch.device(device) if device is not None else w_avg.device
         self.G = G.eval().requires_grad_(False).to(self.device)
-        self.latent_dim, self.num_layers = int(_w_avg(self.G).shape[0]), int(G.num_ws)
+        self.latent_dim, self.num_layers = int(w_avg.shape[0]), int(G.num_ws)
         self.z_dim, self.c_dim = int(G.z_dim), int(getattr(G, "c_dim", 0) or 0)
 
     def _labels(self, n: int, class_idx: int | None) -> Tensor | None:

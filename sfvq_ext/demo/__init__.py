@@ -13,15 +13,15 @@ import torch
 WEIGHTS = Path(__file__).with_name("shapes_stylegan2.safetensors")
 
 
-def load_generator(path: str | Path = WEIGHTS, device=None):
-    """The shipped shape-world StyleGAN2 as a :class:`~sfvq_ext.adapters.StyleGAN2Adapter`."""
+def load_generator(path: str | Path | None = None, device=None):
+    """The shipped shape-world StyleGAN2 (or the one at ``path``) as a :class:`~sfvq_ext.adapters.StyleGAN2Adapter`."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
     from ..adapters import StyleGAN2Adapter
     from ..adapters.stylegan2_arch import Generator
 
-    path = Path(path)
+    path = Path(path or WEIGHTS)
     if not path.is_file():
         raise FileNotFoundError(f"load_generator: {path} does not exist (train one: python -m sfvq_ext.demo.train_gan)")
     with safe_open(str(path), "pt") as f:

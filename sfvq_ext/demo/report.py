@@ -31,7 +31,7 @@ def run_demo(out_dir, *, bits: int = 6, seed: int = 0, epochs: int = 5, samples_
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     stages = tqdm(total=6, desc="sfvq demo", unit="stage", disable=not progress)
-    adapter = load_generator(generator_path) if generator_path else load_generator()
+    adapter = load_generator(generator_path)
     probe = load_probe(probe_path)
     G = adapter.G
 
