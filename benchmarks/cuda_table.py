@@ -27,6 +27,7 @@ import sfvq_ext
 from sfvq_ext import _C, reference
 
 CHUNK_BYTES = 1 << 30
+SMALL_K_MAX = 32  # the small-codebook kernel's limit (csrc/cuda/search_cuda.h)
 
 
 def gpu_time_ms(fn, repeats: int) -> float:
@@ -105,6 +106,14 @@ def bench_shape(n: int, d: int, k: int, repeats: int) -> dict:
     ms["sfvq project"] = gpu_time_ms(lambda: sfvq_ext.project(x, c), repeats)
     rows, brute = _C._cuda_last_search_stats()
     ms["sfvq nearest"] = gpu_time_ms(lambda: sfvq_ext.nearest(x, c), repeats)
+    if k <= SMALL_K_MAX:  # the opt-in small-codebook kernel on the same data
+        _C._cuda_small_k_kernel(True)
+        try:
+            ms["small-K project"] = gpu_time_ms(lambda: sfvq_ext.project(x, c), repeats)
+            assert _C._cuda_last_search_kernel() == "small_k"
+            ms["small-K nearest"] = gpu_time_ms(lambda: sfvq_ext.nearest(x, c), repeats)
+        finally:
+            _C._cuda_small_k_kernel(False)
     torch.backends.cuda.matmul.allow_tf32 = False
     ms["mm fp32"] = gpu_time_ms(lambda: mm_chunked(x, c.t(), out), repeats)
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -118,8 +127,8 @@ def bench_shape(n: int, d: int, k: int, repeats: int) -> dict:
     del out
     # Bytes the projection must move at least: read x, write point (+ 4 small outputs).
     moved = n * d * 4 * 2 + n * (8 + 4 * 3)
-    return {"ms": ms, "brute": brute / rows, "x_gbs": n * d * 4 / (ms["sfvq project"] * 1e-3) / 1e9,
-            "moved_gbs": moved / (ms["sfvq project"] * 1e-3) / 1e9}
+    return {"ms": ms, "brute": brute / rows, "moved_gbs": moved / (ms["sfvq project"] * 1e-3) / 1e9,
+            "small_k_moved_gbs": moved / (ms["small-K project"] * 1e-3) / 1e9 if "small-K project" in ms else None}
 
 
 def main() -> None:
@@ -152,7 +161,7 @@ def write_table(results, bw: float, args) -> None:
     props = torch.cuda.get_device_properties(0)
     driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
                             capture_output=True, text=True).stdout.strip()
-    names = list(results[0][3]["ms"])
+    names = list(dict.fromkeys(m for r in results for m in r[3]["ms"]))
     lines = [
         "# CUDA projection benchmark",
         "",
@@ -166,19 +175,22 @@ def write_table(results, bw: float, args) -> None:
         "PyTorch; `authors`: their N x D x K rule, on a subset scaled to N; `nearest chunked`: mm + argmin",
         "- `brute` = share of rows the fused kernel could not certify (finished by the float64 brute-force kernel)",
         "- `moved/copy` = (x read + point written) / time, as a share of the copy bandwidth",
+        f"- `small-K`: the opt-in small-codebook kernel (`_C._cuda_small_k_kernel(True)`), timed where K <= {SMALL_K_MAX}",
         "",
         "| N | D | K | " + " | ".join(f"{n} (ms)" for n in names)
-        + " | project / mm fp32 | project / mm tf32 | chunked / project | authors / project | nearest / chunked | brute | moved/copy |",
-        "|---|---|---|" + "---|" * (len(names) + 7),
+        + " | project / mm fp32 | project / mm tf32 | chunked / project | authors / project | nearest / chunked | brute"
+        + " | moved/copy | small-K moved/copy |",
+        "|---|---|---|" + "---|" * (len(names) + 8),
     ]
     for n, d, k, r in results:
         ms = r["ms"]
         p = ms["sfvq project"]
+        small = f"{r['small_k_moved_gbs'] / bw:.0%}" if r["small_k_moved_gbs"] else "-"
         lines.append(
-            f"| {n:.0e} | {d} | {k} | " + " | ".join(f"{ms[m]:.2f}" for m in names)
+            f"| {n:.0e} | {d} | {k} | " + " | ".join(f"{ms[m]:.2f}" if m in ms else "-" for m in names)
             + f" | {p / ms['mm fp32']:.2f} | {p / ms['mm tf32']:.2f} | {ms['torch chunked'] / p:.1f}x"
             + f" | {ms['authors'] / p:.0f}x | {ms['sfvq nearest'] / ms['nearest chunked']:.2f}"
-            + f" | {r['brute']:.3%} | {r['moved_gbs'] / bw:.0%} |")
+            + f" | {r['brute']:.3%} | {r['moved_gbs'] / bw:.0%} | {small} |")
     Path(args.out).write_text("\n".join(lines) + "\n")
 
 

@@ -2,8 +2,10 @@
 
 The fused kernel scores candidates with TF32 products and certifies its answer
 (rows it cannot certify go to a float64 brute-force kernel), so every case here
-is run twice: through the fused path and with every row forced through the
-brute-force kernel. Skipped only when no CUDA device is present.
+is run three times: through the fused path, with every row forced through the
+brute-force kernel, and with the small-codebook kernel switched on (it takes
+aligned float32 inputs with K <= 32 and D <= 1024; other cases run the fused
+path again). Skipped only when no CUDA device is present.
 """
 
 import pytest
@@ -17,11 +19,20 @@ from test_project import assert_exact_projection, curve, unique_best_rows
 pytestmark = requires_cuda
 
 
-@pytest.fixture(params=["fused", "brute_force"])
+@pytest.fixture(params=["fused", "brute_force", "small_k"])
 def path(request):
     _C._cuda_force_fallback(request.param == "brute_force")
+    _C._cuda_small_k_kernel(request.param == "small_k")
     yield request.param
     _C._cuda_force_fallback(False)
+    _C._cuda_small_k_kernel(False)
+
+
+@pytest.fixture
+def small_k():
+    _C._cuda_small_k_kernel(True)
+    yield
+    _C._cuda_small_k_kernel(False)
 
 
 def project_cuda(x, c, mode="exact"):
@@ -87,9 +98,11 @@ def test_widths_across_tile_edges(D, path):
 
 def test_misaligned_and_strided_inputs(path):
     c = torch.randn(64, 32)
-    base = torch.randn(257 * 32 + 1)
-    x = base[1:].view(257, 32)  # 4-byte offset: not 16-byte aligned
-    assert_exact_projection(x, c, project_cuda(x, c))
+    x = torch.randn(257, 32)
+    # 4-byte offset, not 16-byte aligned; made on the device (.cuda() of a CPU view would copy it aligned)
+    misaligned = torch.zeros(257 * 32 + 1, device="cuda")[1:].view(257, 32).copy_(x.cuda())
+    r = sfvq_ext.project(misaligned, c.cuda())
+    assert_exact_projection(x, c, sfvq_ext.Projection(*(v.cpu() for v in r)))
     xt = torch.randn(32, 300).t()
     assert_exact_projection(xt, c, project_cuda(xt, c))
 
@@ -149,6 +162,67 @@ def test_vertex_rule(kind, path):
         torch.testing.assert_close(got.dist.double(), want.dist, rtol=1e-6, atol=1e-9)
 
 
+# The small-codebook kernel: codebook sizes around its K = 16 and 32 variants,
+# widths around its 1, 2, 4 and 8 float4s per lane, and more rows than its
+# persistent grid has warps (each warp strides over rows, prefetching the next).
+@pytest.mark.parametrize("K", [2, 3, 15, 16, 17, 31, 32])
+@pytest.mark.parametrize("D", [4, 128, 132, 512, 1024])
+def test_small_k_kernel_matches_brute_force(K, D, small_k):
+    g = torch.Generator().manual_seed(K * 10000 + D)
+    c = torch.randn(K, D, generator=g)
+    x = c[torch.randint(0, K, (3000,), generator=g)] + 0.5 * torch.randn(3000, D, generator=g)
+    x[:1000] = torch.randn(1000, D, generator=g) * 2  # rows away from the curve too
+    r = project_cuda(x, c)
+    assert _C._cuda_last_search_kernel() == "small_k"
+    assert_exact_projection(x, c, r)
+    unique, best = unique_best_rows(x, c)
+    assert torch.equal(r.segment[unique], best[unique])
+    index, dist = sfvq_ext.nearest(x.cuda(), c.cuda())
+    assert _C._cuda_last_search_kernel() == "small_k"
+    d = torch.cdist(x.double(), c.double()) ** 2
+    assert torch.all(d.gather(1, index.cpu()[:, None])[:, 0] <= d.min(1).values * (1 + 1e-9) + 1e-12)
+    torch.testing.assert_close(dist.cpu().double(), d.min(1).values, rtol=1e-6, atol=1e-6)
+    vertex = project_cuda(x, c, "vertex")
+    want = reference.project_vertex_rule(x, c)
+    torch.testing.assert_close(vertex.dist.double(), want.dist, rtol=1e-6, atol=1e-6)
+
+
+def test_small_k_kernel_many_rows_matches_fused(small_k):
+    c = torch.randn(16, 512).cuda()
+    x = torch.randn(200_000, 512).cuda() * 1.3
+    got = sfvq_ext.project(x, c)
+    assert _C._cuda_last_search_kernel() == "small_k"
+    _C._cuda_small_k_kernel(False)
+    want = sfvq_ext.project(x, c)
+    assert _C._cuda_last_search_kernel() == "fused"
+    # Both are exact: the same segments except at float64 near-ties.
+    torch.testing.assert_close(got.dist, want.dist, rtol=1e-6, atol=1e-6)
+    same = got.segment == want.segment
+    assert same.float().mean() > 0.999
+    assert torch.equal(got.point[same], want.point[same])
+
+
+@pytest.mark.parametrize("case", ["K=33", "D=1028", "float64", "float16", "misaligned", "D % 4 != 0"])
+def test_small_k_kernel_leaves_other_inputs_to_the_fused_kernel(case, small_k):
+    K, D, dtype = 16, 64, torch.float32
+    if case == "K=33":
+        K = 33
+    if case == "D=1028":
+        D = 1028
+    if case == "D % 4 != 0":
+        D = 30
+    if case in ("float64", "float16"):
+        dtype = getattr(torch, case)
+    c = torch.randn(K, D).to(dtype)
+    x = torch.randn(200, D).to(dtype)
+    x_gpu = x.cuda()
+    if case == "misaligned":  # made on the device: .cuda() of a CPU view would allocate afresh, aligned
+        x_gpu = torch.zeros(200 * D + 1, device="cuda")[1:].view(200, D).copy_(x_gpu)
+    r = sfvq_ext.project(x_gpu, c.cuda())
+    assert _C._cuda_last_search_kernel() == "fused"
+    assert_exact_projection(x, c, sfvq_ext.Projection(*(v.cpu() for v in r)))
+
+
 @pytest.mark.parametrize("M", [1, 2, 7, 128, 129, 1000])
 def test_nearest_matches_brute_force(M, path):
     points = torch.randn(M, 20)
@@ -199,7 +273,7 @@ def test_deterministic():
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 @pytest.mark.parametrize("op", ["project", "nearest"])
-def test_non_finite_rows_raise(bad, op):
+def test_non_finite_rows_raise(bad, op, path):
     x = torch.randn(2, 300, 4)
     x[1, 7, 2] = bad
     x[1, 200, 0] = bad

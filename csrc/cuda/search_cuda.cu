@@ -28,6 +28,7 @@
 #include <c10/util/Half.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -290,6 +291,51 @@ __device__ __forceinline__ void push_fallback(const SearchOutputs& out, int64_t 
   out.fallback_rows[pos] = r;
 }
 
+// Certifies and finishes one row (whole warp). s/ci: the row's kList best
+// (score, item) pairs in score order, from TF32 products; xn2 = ||x~||^2 and
+// err2 = ||x~ - (x - m)||^2 of its rounded centred input; unsure: a score was NaN.
+// Candidates are fitted exactly in score order while their lower bound does not
+// exceed the best exact distance; the row is written if the (kList)-th score's
+// bound rules out every item outside the list, otherwise it goes to brute force.
+template <typename T, bool kSegments>
+__device__ void finish_row(const T* __restrict__ xr, const T* __restrict__ cb, const SearchTables& tb, SearchMode mode,
+                           int64_t row, float xn2, float err2, const float (&s)[kList], const int (&ci)[kList],
+                           bool unsure, const SearchOutputs& out, int lane) {
+  if (!isfinite(xn2)) {  // NaN or Inf in the input row
+    if (lane == 0) report_bad_row(out, row);
+    return;
+  }
+  const int items = static_cast<int>(kSegments ? tb.K - 1 : tb.K);
+  if (tb.force_fallback || unsure || ci[0] == INT32_MAX || !isfinite(s[0])) {
+    if (lane == 0) push_fallback(out, row);
+    return;
+  }
+  const double cn = static_cast<double>(tb.norm_max);
+  const double xn = sqrt(static_cast<double>(xn2));
+  const double E = score_error_bound(xn, cn, tb.D);
+  const double delta =
+      sqrt(static_cast<double>(err2)) * (1.0 + 1e-6) + xn * (1.0 / 8388608.0) + static_cast<double>(tb.delta_c);
+  const double rel = 1e-9;  // float64 rounding of the exact distances
+  auto lower_bound = [&](float score) {
+    const double l = static_cast<double>(score) + static_cast<double>(xn2) - E;
+    if (l <= 0) return 0.0;
+    const double root = sqrt(l) * (1.0 - rel) - delta;
+    return root <= 0 ? 0.0 : root * root;
+  };
+  ExactFit best = warp_fit<T, kSegments>(xr, cb, tb, ci[0], lane);
+#pragma unroll 1
+  for (int q = 1; q < kKeep && q < items; ++q) {
+    if (lower_bound(s[q]) > best.dist * (1.0 + rel)) break;
+    const ExactFit f = warp_fit<T, kSegments>(xr, cb, tb, ci[q], lane);
+    if (better(f, best)) best = f;
+  }
+  if (items > kKeep && !(lower_bound(s[kKeep]) > best.dist * (1.0 + rel))) {
+    if (lane == 0) push_fallback(out, row);
+    return;
+  }
+  warp_write(xr, cb, tb, mode, best, row, out, lane);
+}
+
 // ---------------------------------------------------------------------------
 // The fused kernel. T: input dtype. kAsyncA (= tb.vec4): float32 rows 16-byte
 // aligned, so x tiles stream in by cp.async; otherwise each thread loads,
@@ -543,46 +589,15 @@ __global__ void __launch_bounds__(kThreads, 1)
   __syncthreads();
 
   // Exact finish: one warp per row.
-  const double cn = static_cast<double>(tb.norm_max);
   for (int r = warp; r < BM; r += kThreads / 32) {
     const int64_t row = row0 + r;
     if (row >= N) break;
-    const float xn2 = row_norm2[r];
-    if (!isfinite(xn2)) {  // NaN or Inf in the input row
-      if (lane == 0) report_bad_row(out, row);
-      continue;
-    }
-    const T* xr = x + row * D;
-    const float* s = cand_s + r * kList;
-    const int* ci = cand_i + r * kList;
-    bool unsure = tb.force_fallback || row_unsure[r] || ci[0] == INT32_MAX || !isfinite(s[0]);
-    if (unsure) {
-      if (lane == 0) push_fallback(out, row);
-      continue;
-    }
-    const double xn = sqrt(static_cast<double>(xn2));
-    const double E = score_error_bound(xn, cn, D);
-    const double delta =
-        sqrt(static_cast<double>(row_err2[r])) * (1.0 + 1e-6) + xn * (1.0 / 8388608.0) + static_cast<double>(tb.delta_c);
-    const double rel = 1e-9;  // float64 rounding of the exact distances
-    auto lower_bound = [&](float score) {
-      const double l = static_cast<double>(score) + static_cast<double>(xn2) - E;
-      if (l <= 0) return 0.0;
-      const double root = sqrt(l) * (1.0 - rel) - delta;
-      return root <= 0 ? 0.0 : root * root;
-    };
-    ExactFit best = warp_fit<T, kSegments>(xr, cb, tb, ci[0], lane);
-#pragma unroll 1
-    for (int q = 1; q < kKeep && q < items; ++q) {
-      if (lower_bound(s[q]) > best.dist * (1.0 + rel)) break;
-      const ExactFit f = warp_fit<T, kSegments>(xr, cb, tb, ci[q], lane);
-      if (better(f, best)) best = f;
-    }
-    if (items > kKeep && !(lower_bound(s[kKeep]) > best.dist * (1.0 + rel))) {
-      if (lane == 0) push_fallback(out, row);
-      continue;
-    }
-    warp_write(xr, cb, tb, mode, best, row, out, lane);
+    float s[kList];
+    int ci[kList];
+#pragma unroll
+    for (int q = 0; q < kList; ++q) s[q] = cand_s[r * kList + q], ci[q] = cand_i[r * kList + q];
+    finish_row<T, kSegments>(x + row * D, cb, tb, mode, row, row_norm2[r], row_err2[r], s, ci, row_unsure[r] != 0,
+                             out, lane);
   }
 #else
   __trap();  // built for an architecture without TF32 tensor cores (checked on the host)
@@ -623,6 +638,162 @@ __global__ void __launch_bounds__(kFallbackThreads)
   warp_write(xr, cb, tb, mode, total, row, out, lane);
 }
 
+// ---------------------------------------------------------------------------
+// Small codebooks: K <= 32 vectors, float32 rows 16-byte aligned, D <= 1024.
+//
+// At small K the fused kernel is mostly padding (BN = 128 columns for 16 used)
+// and its block-wide phases, one 180 KB block per SM, leave nothing to overlap
+// the memory traffic. Here the block keeps the TF32-rounded centred codebook
+// in shared memory for its whole life (a persistent grid) and each warp owns
+// one row at a time, with no block barrier after the start: the row is loaded
+// into registers (the next row's loads are issued before this one is scored),
+// its K dot products are summed across the warp, lane j scores item j, the
+// kList best items are picked by warp-wide minimum, and the row is finished by
+// the same exact, certified finish as the fused kernel. Same scores (TF32
+// operands, float32 sums), same bounds, so the same answers.
+
+constexpr int kSmallThreads = 256;
+constexpr int kSmallWarps = kSmallThreads / 32;
+
+// Sums v over the warp, leaving lane l with the total of v[l % kK] (kK a power
+// of two <= 32). A reduce-scatter: kK - 1 shuffles where kK all-reduces take 5 kK.
+// Before the round with mask m, v[q] (q < kK / m) holds a partial sum of item
+// q m + (lane % m); the round keeps the items whose bit m matches the lane's,
+// adds the partner's (lane ^ m) partial sums of them, and sends it the others.
+template <int kK>
+__device__ __forceinline__ float reduce_scatter(float (&v)[kK], int lane) {
+#pragma unroll
+  for (int m = 1; m < kK; m <<= 1) {
+    const bool upper = (lane & m) != 0;
+#pragma unroll
+    for (int q = 0; q < kK / (2 * m); ++q) {
+      const float keep = upper ? v[2 * q + 1] : v[2 * q];
+      const float send = upper ? v[2 * q] : v[2 * q + 1];
+      v[q] = keep + __shfl_xor_sync(0xffffffffu, send, m);
+    }
+  }
+  float total = v[0];
+#pragma unroll
+  for (int m = kK; m < 32; m <<= 1) total += __shfl_xor_sync(0xffffffffu, total, m);
+  return total;
+}
+
+__device__ __forceinline__ float warp_sum_float(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Unsigned key with the order of the float score (NaN excluded by the caller).
+__device__ __forceinline__ unsigned order_key(float s) {
+  const unsigned b = __float_as_uint(s);
+  return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+
+// kK: K rounded up to 16 or 32 (codebook rows in shared memory, zero past K).
+// kVec: float4s of a row per lane (D <= 128 kVec).
+template <int kK, int kVec, bool kSegments>
+__global__ void __launch_bounds__(kSmallThreads, 2)
+    small_k_kernel(const float* __restrict__ x, const float* __restrict__ cb, int64_t N, SearchTables tb,
+                   SearchMode mode, SearchOutputs out) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  extern __shared__ float4 small_smem[];
+  float4* cs = small_smem;  // kK x D4: row j, float4 v at j * D4 + v
+  const int64_t D = tb.D, D4 = D / 4;
+  const int K = static_cast<int>(tb.K);
+  const int items = kSegments ? K - 1 : K;
+  const float4* centered4 = reinterpret_cast<const float4*>(tb.centered);  // row stride Dp = D here
+  for (int64_t e = threadIdx.x; e < kK * D4; e += kSmallThreads)
+    cs[e] = e < int64_t(K) * D4 ? centered4[e] : make_float4(0.f, 0.f, 0.f, 0.f);
+  __syncthreads();
+
+  const int lane = threadIdx.x & 31;
+  // Lane j scores item j; its table entries stay in registers for every row.
+  const bool scorer = lane < items;
+  const int j = scorer ? lane : 0;
+  const float n_j = __ldg(tb.n + j);
+  float a_j = 0.f, b_j = 0.f, inv_b_j = 0.f;
+  if constexpr (kSegments) a_j = __ldg(tb.a + j), b_j = __ldg(tb.b + j), inv_b_j = __ldg(tb.inv_b + j);
+  const float4* m4 = reinterpret_cast<const float4*>(tb.mean);
+  const float4* x4 = reinterpret_cast<const float4*>(x);
+
+  const int64_t stride = int64_t(gridDim.x) * kSmallWarps;
+  int64_t row = int64_t(blockIdx.x) * kSmallWarps + (threadIdx.x >> 5);
+  float4 next[kVec];
+  auto load = [&](int64_t r) {
+#pragma unroll
+    for (int i = 0; i < kVec; ++i) {
+      const int64_t v = lane + 32 * i;
+      if (r < N && v < D4) next[i] = x4[r * D4 + v];
+    }
+  };
+  load(row);
+  for (; row < N; row += stride) {
+    float4 cur[kVec];
+#pragma unroll
+    for (int i = 0; i < kVec; ++i) cur[i] = next[i];
+    load(row + stride);  // in flight while this row is scored and finished
+
+    // Centre on the codebook mean, round to TF32 (as the fused kernel does),
+    // and accumulate ||x~||^2, the rounding error and the K dot products.
+    float dots[kK];
+#pragma unroll
+    for (int q = 0; q < kK; ++q) dots[q] = 0.f;
+    float norm2 = 0.f, err2 = 0.f;
+#pragma unroll
+    for (int i = 0; i < kVec; ++i) {
+      const int64_t v = lane + 32 * i;
+      if (v >= D4) break;
+      const float4 m = __ldg(m4 + v);
+      const float xv[4] = {cur[i].x - m.x, cur[i].y - m.y, cur[i].z - m.z, cur[i].w - m.w};
+      float r[4];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        r[e] = round_tf32(xv[e]);
+        const float d = r[e] - xv[e];
+        norm2 = fmaf(r[e], r[e], norm2);
+        err2 = fmaf(d, d, err2);
+      }
+#pragma unroll
+      for (int q = 0; q < kK; ++q) {
+        const float4 c = cs[q * D4 + v];
+        dots[q] = fmaf(r[0], c.x, fmaf(r[1], c.y, fmaf(r[2], c.z, fmaf(r[3], c.w, dots[q]))));
+      }
+    }
+    const float g = reduce_scatter<kK>(dots, lane);  // <x~, c~_lane> for lane < kK
+    norm2 = warp_sum_float(norm2);
+    err2 = warp_sum_float(err2);
+
+    float score = INFINITY;
+    if constexpr (kSegments) {
+      const float g_next = __shfl_down_sync(0xffffffffu, g, 1);  // lane + 1 holds item lane + 1
+      score = segment_score(g, g_next, a_j, n_j, b_j, inv_b_j);
+    } else {
+      score = fmaf(-2.f, g, n_j);
+    }
+    const bool nan_score = __any_sync(0xffffffffu, scorer && score != score);
+
+    // The kList best (score, item) pairs, smaller item first among equal scores.
+    unsigned key = scorer && score == score ? order_key(score) : 0xffffffffu;
+    float s[kList];
+    int ci[kList];
+#pragma unroll
+    for (int q = 0; q < kList; ++q) {
+      const unsigned least = __reduce_min_sync(0xffffffffu, key);
+      const int winner = __ffs(static_cast<int>(__ballot_sync(0xffffffffu, key == least))) - 1;
+      const float ws = __shfl_sync(0xffffffffu, score, winner);
+      const bool found = least != 0xffffffffu;
+      s[q] = found ? ws : INFINITY;
+      ci[q] = found ? winner : INT32_MAX;
+      if (found && lane == winner) key = 0xffffffffu;
+    }
+    finish_row<float, kSegments>(x + row * D, cb, tb, mode, row, norm2, err2, s, ci, nan_score, out, lane);
+  }
+#else
+  __trap();  // built for an architecture without TF32 (checked on the host)
+#endif
+}
+
 void check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) throw std::runtime_error(std::string("sfvq: CUDA error in ") + what + ": " + cudaGetErrorString(e));
 }
@@ -639,11 +810,51 @@ void launch_fused(const void* x, const void* cb, int64_t N, const SearchTables& 
   check(cudaGetLastError(), "search_kernel launch");
 }
 
+template <int kK, int kVec, bool kSegments>
+void launch_small_k(const void* x, const void* cb, int64_t N, const SearchTables& tb, SearchMode mode,
+                    const SearchOutputs& out, cudaStream_t stream) {
+  auto kernel = &small_k_kernel<kK, kVec, kSegments>;
+  const size_t smem = static_cast<size_t>(small_k_smem_bytes(tb.K, tb.D));
+  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
+        "cudaFuncSetAttribute");
+  int device = 0, sms = 0, per_sm = 0;
+  check(cudaGetDevice(&device), "cudaGetDevice");
+  check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
+  check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kSmallThreads, smem),
+        "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+  // Persistent grid: every block copies the codebook once, then its warps stride over the rows.
+  const int64_t wanted = (N + kSmallWarps - 1) / kSmallWarps;
+  const int64_t blocks = std::min<int64_t>(wanted, int64_t(sms) * std::max(per_sm, 1));
+  kernel<<<static_cast<unsigned>(blocks), kSmallThreads, smem, stream>>>(
+      static_cast<const float*>(x), static_cast<const float*>(cb), N, tb, mode, out);
+  check(cudaGetLastError(), "small_k_kernel launch");
+}
+
+template <bool kSegments>
+void launch_small_k_sized(const void* x, const void* cb, int64_t N, const SearchTables& tb, SearchMode mode,
+                          const SearchOutputs& out, cudaStream_t stream) {
+  const int64_t vecs = (tb.D / 4 + 31) / 32;  // float4s per lane
+  const auto with_vec = [&](auto kk) {
+    constexpr int kK = decltype(kk)::value;
+    if (vecs <= 1) launch_small_k<kK, 1, kSegments>(x, cb, N, tb, mode, out, stream);
+    else if (vecs <= 2) launch_small_k<kK, 2, kSegments>(x, cb, N, tb, mode, out, stream);
+    else if (vecs <= 4) launch_small_k<kK, 4, kSegments>(x, cb, N, tb, mode, out, stream);
+    else launch_small_k<kK, 8, kSegments>(x, cb, N, tb, mode, out, stream);
+  };
+  if (tb.K <= 16) with_vec(std::integral_constant<int, 16>{});  // as small_k_smem_bytes
+  else with_vec(std::integral_constant<int, 32>{});
+}
+
 template <typename T>
 void launch_typed(const void* x, const void* cb, int64_t N, const SearchTables& tb, SearchMode mode,
                   const SearchOutputs& out, cudaStream_t stream) {
   const bool segments = mode == SearchMode::kProjectExact;
   if constexpr (std::is_same_v<T, float>) {
+    if (tb.small_k) {
+      if (segments) launch_small_k_sized<true>(x, cb, N, tb, mode, out, stream);
+      else launch_small_k_sized<false>(x, cb, N, tb, mode, out, stream);
+      return;
+    }
     if (tb.vec4) {
       if (segments) launch_fused<T, true, true>(x, cb, N, tb, mode, out, stream);
       else launch_fused<T, true, false>(x, cb, N, tb, mode, out, stream);

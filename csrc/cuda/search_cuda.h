@@ -28,7 +28,14 @@ struct SearchTables {
   bool force_fallback = false;  // tests: send every row through the brute-force kernel
   bool vec4 = false;            // float32 x and codebook rows 16-byte aligned (D % 4 == 0): cp.async
                                 // tiles and 16-byte loads in the exact finish
+  bool small_k = false;         // vec4, K <= kSmallKMax, D <= kSmallKMaxD: the warp-per-row kernel
 };
+
+// Limits of the small-codebook kernel (codebook in shared memory, one warp per row).
+constexpr int64_t kSmallKMax = 32;
+constexpr int64_t kSmallKMaxD = 1024;
+// Its shared memory: the centred codebook, K rounded up to 16 or 32 rows.
+constexpr int64_t small_k_smem_bytes(int64_t K, int64_t D) { return (K <= 16 ? 16 : 32) * D * 4; }
 
 enum class SearchMode : int { kProjectExact = 0, kProjectVertex = 1, kNearest = 2 };
 

@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <limits>
+#include <string>
 
 #include "search_cuda.h"
 #include "sfvq/kernels.h"
@@ -16,7 +17,10 @@ namespace sfvq::cuda {
 namespace {
 
 bool force_fallback = false;
+// The small-codebook kernel is opt-in until it has run on a GPU (tests, sanitizer, benchmark).
+bool small_k_enabled = false;
 std::pair<int64_t, int64_t> last_stats{0, 0};
+const char* last_kernel = "none";
 
 // Round float32 to TF32 (10 explicit mantissa bits), to nearest with ties away
 // from zero, as cvt.rna.tf32.f32 does on the device: add half a TF32 unit to the
@@ -101,6 +105,12 @@ void check_device(const at::Tensor& x) {
               "got ", major, ".x on ", x.device());
 }
 
+int64_t max_shared_memory_per_block(const at::Tensor& x) {
+  int bytes = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, x.device().index()));
+  return bytes;
+}
+
 // The fused pass, the NaN/Inf check, then brute force for uncertified rows.
 void run_search(const at::Tensor& x, const at::Tensor& table, bool with_segments, SearchMode mode, SearchOutputs out) {
   const int64_t N = x.size(0), K = table.size(0);
@@ -119,6 +129,8 @@ void run_search(const at::Tensor& x, const at::Tensor& table, bool with_segments
   SearchTables view = tables.view;
   const auto aligned = [](const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; };
   view.vec4 = x.scalar_type() == at::kFloat && table.size(1) % 4 == 0 && aligned(x) && aligned(table);
+  view.small_k = small_k_enabled && view.vec4 && K <= kSmallKMax && table.size(1) <= kSmallKMaxD &&
+                 small_k_smem_bytes(K, table.size(1)) <= max_shared_memory_per_block(x);
   launch_search(type, x.data_ptr(), table.data_ptr(), N, view, mode, out, stream);
   // One synchronising copy: the NaN/Inf policy raises, and the brute-force grid needs the count.
   const at::Tensor host = status.cpu();
@@ -126,6 +138,7 @@ void run_search(const at::Tensor& x, const at::Tensor& table, bool with_segments
   check_finite_rows(first_bad, N);
   launch_fallback(type, x.data_ptr(), table.data_ptr(), count, view, mode, out, stream);
   last_stats = {N, count};
+  last_kernel = view.small_k ? "small_k" : "fused";
 }
 
 }  // namespace
@@ -151,6 +164,8 @@ void nearest(const at::Tensor& x, const at::Tensor& points, at::Tensor& index, a
 }
 
 void set_force_fallback(bool on) { force_fallback = on; }
+void set_small_k_kernel(bool on) { small_k_enabled = on; }
 std::pair<int64_t, int64_t> last_search_stats() { return last_stats; }
+std::string last_search_kernel() { return last_kernel; }
 
 }  // namespace sfvq::cuda

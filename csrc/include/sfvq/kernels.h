@@ -6,6 +6,7 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include <string>
 #include <utility>
 
 namespace sfvq {
@@ -45,9 +46,13 @@ void nearest(const at::Tensor& x, const at::Tensor& points, at::Tensor& index, a
 void decode(const at::Tensor& coord, const at::Tensor& codebook, at::Tensor& out);
 void expand(const at::Tensor& codebook, double eps, at::Tensor& out);
 // Test and benchmark hooks of project/nearest: route every row through the
-// float64 brute-force kernel; rows and brute-forced rows of the last call.
+// float64 brute-force kernel; use the small-codebook kernel where it applies
+// (opt-in until verified on a GPU); rows and brute-forced rows of the last
+// call, and which kernel ("fused" or "small_k") ran it.
 void set_force_fallback(bool on);
+void set_small_k_kernel(bool on);
 std::pair<int64_t, int64_t> last_search_stats();
+std::string last_search_kernel();
 }  // namespace cuda
 
 }  // namespace sfvq
