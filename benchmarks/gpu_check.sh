@@ -20,7 +20,7 @@ $PY -m pip install --no-build-isolation --no-deps -Cbuild-dir=build/gpu-$(basena
   || { tail -40 "$OUT/build.log"; exit 1; }
 echo "build ok ($(grep -o 'torch [^ ]* (C++[0-9]*)' "$OUT/build.log" | head -1))"
 readelf -d build/gpu-$(basename "${CXX:-cc}")/_C*.so | grep -q 'libstdc++' || echo "WARNING: _C links libstdc++ statically; error messages will crash"
-timeout 240 $PY -m pytest tests -q -rfE -p no:cacheprovider 2>&1 | tee "$OUT/tests.log" | tail -25
+timeout 300 $PY -m pytest tests -q -rfE -p no:cacheprovider 2>&1 | tee "$OUT/tests.log" | tail -25
 for tool in memcheck racecheck; do
   timeout 90 compute-sanitizer --tool $tool --error-exitcode 3 $PY tests/cuda_sanitizer_inputs.py > "$OUT/$tool.log" 2>&1
   echo "compute-sanitizer $tool: exit $? ($(grep -c 'ERROR SUMMARY: 0 errors\|RACECHECK SUMMARY: 0 hazards' "$OUT/$tool.log") clean summaries)"

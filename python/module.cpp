@@ -16,7 +16,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("_cuda_force_fallback", &sfvq::cuda::set_force_fallback,
         "Send every row of CUDA project/nearest through the float64 brute-force kernel (tests only).");
   m.def("_cuda_small_k_kernel", &sfvq::cuda::set_small_k_kernel,
-        "Use the small-codebook kernel (K <= 32, aligned float32, D <= 1024) for CUDA project/nearest "
+        "Use the small-codebook kernel (K <= 32, aligned float32, D <= 512) for CUDA project/nearest "
         "(opt-in: not yet run on a GPU).");
   m.def("_cuda_last_search_stats", &sfvq::cuda::last_search_stats,
         "(rows, brute-forced rows) of the last CUDA project/nearest call.");

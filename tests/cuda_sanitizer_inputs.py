@@ -23,9 +23,10 @@ def main() -> None:
         (torch.randn(200, 16).half(), torch.randn(20, 16).half()),  # float16
         (torch.randn(100, 8).bfloat16(), torch.randn(3, 8).bfloat16()),  # bfloat16, K = 3
         (torch.randn(50, 2), torch.tensor([[0.0, 0.0], [1.0, 0.0]] * 8)),  # zigzag: brute force rows
-        # small-codebook kernel (when switched on): more rows than its grid has warps; K = 32, D = 1024
+        # small-codebook kernel (when switched on): more rows than its grid has warps; K = 32 with
+        # D = 388 (the last float4 group of the lanes partly filled)
         (torch.randn(3000, 128), torch.randn(16, 128)),
-        (torch.randn(100, 1024), torch.randn(32, 1024)),
+        (torch.randn(100, 388), torch.randn(32, 388)),
         (torch.randn(64, 8), torch.tensor([[0.0] * 8, [1.0] + [0.0] * 7] * 4)),  # zigzag, K = 8
     ]
     for force, small_k in ((False, False), (True, False), (False, True)):

@@ -4,7 +4,7 @@ The fused kernel scores candidates with TF32 products and certifies its answer
 (rows it cannot certify go to a float64 brute-force kernel), so every case here
 is run three times: through the fused path, with every row forced through the
 brute-force kernel, and with the small-codebook kernel switched on (it takes
-aligned float32 inputs with K <= 32 and D <= 1024; other cases run the fused
+aligned float32 inputs with K <= 32 and D <= 512; other cases run the fused
 path again). Skipped only when no CUDA device is present.
 """
 
@@ -162,36 +162,94 @@ def test_vertex_rule(kind, path):
         torch.testing.assert_close(got.dist.double(), want.dist, rtol=1e-6, atol=1e-9)
 
 
-# The small-codebook kernel: codebook sizes around its K = 16 and 32 variants,
-# widths around its 1, 2, 4 and 8 float4s per lane, and more rows than its
+# The small-codebook kernel. Each test asserts that it ran (eligible inputs) and
+# that it certified most rows itself (a kernel sending every row to brute force
+# would be exact but pointless).
+
+
+def project_small_k(x, c, mode="exact"):
+    r = project_cuda(x, c, mode)
+    assert _C._cuda_last_search_kernel() == "small_k"
+    return r
+
+
+# Codebook sizes around its K = 16 and 32 variants, widths around its 1, 2 and 4
+# float4s per lane (388: the last group partly filled), and more rows than its
 # persistent grid has warps (each warp strides over rows, prefetching the next).
 @pytest.mark.parametrize("K", [2, 3, 15, 16, 17, 31, 32])
-@pytest.mark.parametrize("D", [4, 128, 132, 512, 1024])
+@pytest.mark.parametrize("D", [4, 128, 132, 388, 512])
 def test_small_k_kernel_matches_brute_force(K, D, small_k):
     g = torch.Generator().manual_seed(K * 10000 + D)
     c = torch.randn(K, D, generator=g)
     x = c[torch.randint(0, K, (3000,), generator=g)] + 0.5 * torch.randn(3000, D, generator=g)
     x[:1000] = torch.randn(1000, D, generator=g) * 2  # rows away from the curve too
-    r = project_cuda(x, c)
-    assert _C._cuda_last_search_kernel() == "small_k"
+    r = project_small_k(x, c)
+    assert brute_force_fraction() < 0.05
     assert_exact_projection(x, c, r)
     unique, best = unique_best_rows(x, c)
     assert torch.equal(r.segment[unique], best[unique])
+
     index, dist = sfvq_ext.nearest(x.cuda(), c.cuda())
-    assert _C._cuda_last_search_kernel() == "small_k"
+    assert _C._cuda_last_search_kernel() == "small_k" and brute_force_fraction() < 0.05
     d = torch.cdist(x.double(), c.double()) ** 2
     assert torch.all(d.gather(1, index.cpu()[:, None])[:, 0] <= d.min(1).values * (1 + 1e-9) + 1e-12)
     torch.testing.assert_close(dist.cpu().double(), d.min(1).values, rtol=1e-6, atol=1e-6)
-    vertex = project_cuda(x, c, "vertex")
-    want = reference.project_vertex_rule(x, c)
-    torch.testing.assert_close(vertex.dist.double(), want.dist, rtol=1e-6, atol=1e-6)
+
+    got, want = project_small_k(x, c, "vertex"), reference.project_vertex_rule(x, c)
+    torch.testing.assert_close(got.dist.double(), want.dist, rtol=1e-6, atol=1e-6)
+    # Where the segments differ, j-1 at t=1 and j at t=0 must be a float64 near-tie.
+    dists = reference._segment_fits(x.double(), c.double())[1]
+    d_got, d_want = dists.gather(1, got.segment[:, None])[:, 0], dists.gather(1, want.segment[:, None])[:, 0]
+    same = got.segment == want.segment
+    assert torch.all(same | ((d_got - d_want).abs() <= 1e-9 * d_want + 1e-12))
+    torch.testing.assert_close(got.point[same].double(), want.point[same], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["random", "repeated", "collinear_folded", "zigzag"])
+def test_small_k_kernel_degenerate_curves(kind, small_k):
+    # Folded, repeated and overlapping segments: near-ties the certificate must
+    # refuse (those rows go to brute force) without refusing everything.
+    c = curve(kind, K=32, D=16)
+    x = torch.randn(2000, 16) * 1.5
+    assert_exact_projection(x, c, project_small_k(x, c))
+    if kind == "random":
+        assert brute_force_fraction() < 0.05
+
+
+@pytest.mark.parametrize("offset,scale", [(100.0, 1.0), (0.0, 1e4), (0.0, 1e-4), (1e4, 10.0)])
+def test_small_k_kernel_far_from_origin_and_extreme_scales(offset, scale, small_k):
+    c = curve("random", K=24, D=64) * scale + offset
+    x = torch.randn(2000, 64) * scale + offset
+    r = project_small_k(x, c)
+    assert_exact_projection(x, c, r)
+    unique, best = unique_best_rows(x, c)
+    assert torch.equal(r.segment[unique], best[unique])
+
+
+def test_small_k_kernel_ties_pick_smallest_index(small_k):
+    # The tie cases of test_exact_ties_pick_smallest_segment, padded to D = 4 (zeros) so they are eligible.
+    def pad(t):
+        return torch.nn.functional.pad(t, (0, 4 - t.shape[-1]))
+
+    c = pad(torch.tensor([[-1.0, 0.0], [0.0, 0.0], [1.0, 0.0]]))
+    r = project_small_k(pad(torch.tensor([[0.0, 1.0], [0.0, -3.0]])), c)
+    assert r.segment.tolist() == [0, 0] and r.t.tolist() == [1.0, 1.0] and r.dist.tolist() == [1.0, 9.0]
+    c = pad(torch.tensor([[-1.0, 1.0], [1.0, 1.0], [5.0, 5.0], [1.0, -1.0], [-1.0, -1.0]]))
+    r = project_small_k(torch.zeros(1, 4), c)
+    assert r.segment.tolist() == [0] and r.dist.tolist() == [1.0]
+    a, b = torch.tensor([0.0, 0.0, 0.0, 0.0]), torch.tensor([2.0, 0.0, 0.0, 0.0])
+    r = project_small_k(pad(torch.tensor([[1.0, 1.0], [3.0, 0.0]])), torch.stack([a, b] * 8))
+    assert r.segment.tolist() == [0, 0]
+    points = pad(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [-1.0, 0.0]]))
+    index, _ = sfvq_ext.nearest(pad(torch.tensor([[2.0, 0.0], [0.0, 0.0]])).cuda(), points.cuda())
+    assert _C._cuda_last_search_kernel() == "small_k" and index.tolist() == [0, 0]
 
 
 def test_small_k_kernel_many_rows_matches_fused(small_k):
     c = torch.randn(16, 512).cuda()
     x = torch.randn(200_000, 512).cuda() * 1.3
     got = sfvq_ext.project(x, c)
-    assert _C._cuda_last_search_kernel() == "small_k"
+    assert _C._cuda_last_search_kernel() == "small_k" and brute_force_fraction() < 0.05
     _C._cuda_small_k_kernel(False)
     want = sfvq_ext.project(x, c)
     assert _C._cuda_last_search_kernel() == "fused"
@@ -202,13 +260,13 @@ def test_small_k_kernel_many_rows_matches_fused(small_k):
     assert torch.equal(got.point[same], want.point[same])
 
 
-@pytest.mark.parametrize("case", ["K=33", "D=1028", "float64", "float16", "misaligned", "D % 4 != 0"])
+@pytest.mark.parametrize("case", ["K=33", "D=516", "float64", "float16", "misaligned", "D % 4 != 0"])
 def test_small_k_kernel_leaves_other_inputs_to_the_fused_kernel(case, small_k):
     K, D, dtype = 16, 64, torch.float32
     if case == "K=33":
         K = 33
-    if case == "D=1028":
-        D = 1028
+    if case == "D=516":
+        D = 516
     if case == "D % 4 != 0":
         D = 30
     if case in ("float64", "float16"):

@@ -299,8 +299,8 @@ __device__ __forceinline__ void push_fallback(const SearchOutputs& out, int64_t 
 // bound rules out every item outside the list, otherwise it goes to brute force.
 template <typename T, bool kSegments>
 __device__ void finish_row(const T* __restrict__ xr, const T* __restrict__ cb, const SearchTables& tb, SearchMode mode,
-                           int64_t row, float xn2, float err2, const float (&s)[kList], const int (&ci)[kList],
-                           bool unsure, const SearchOutputs& out, int lane) {
+                           int64_t row, float xn2, float err2, const float* s, const int* ci, bool unsure,
+                           const SearchOutputs& out, int lane) {
   if (!isfinite(xn2)) {  // NaN or Inf in the input row
     if (lane == 0) report_bad_row(out, row);
     return;
@@ -592,12 +592,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   for (int r = warp; r < BM; r += kThreads / 32) {
     const int64_t row = row0 + r;
     if (row >= N) break;
-    float s[kList];
-    int ci[kList];
-#pragma unroll
-    for (int q = 0; q < kList; ++q) s[q] = cand_s[r * kList + q], ci[q] = cand_i[r * kList + q];
-    finish_row<T, kSegments>(x + row * D, cb, tb, mode, row, row_norm2[r], row_err2[r], s, ci, row_unsure[r] != 0,
-                             out, lane);
+    finish_row<T, kSegments>(x + row * D, cb, tb, mode, row, row_norm2[r], row_err2[r], cand_s + r * kList,
+                             cand_i + r * kList, row_unsure[r] != 0, out, lane);
   }
 #else
   __trap();  // built for an architecture without TF32 tensor cores (checked on the host)
@@ -639,7 +635,7 @@ __global__ void __launch_bounds__(kFallbackThreads)
 }
 
 // ---------------------------------------------------------------------------
-// Small codebooks: K <= 32 vectors, float32 rows 16-byte aligned, D <= 1024.
+// Small codebooks: K <= 32 vectors, float32 rows 16-byte aligned, D <= 512.
 //
 // At small K the fused kernel is mostly padding (BN = 128 columns for 16 used)
 // and its block-wide phases, one 180 KB block per SM, leave nothing to overlap
@@ -649,8 +645,9 @@ __global__ void __launch_bounds__(kFallbackThreads)
 // into registers (the next row's loads are issued before this one is scored),
 // its K dot products are summed across the warp, lane j scores item j, the
 // kList best items are picked by warp-wide minimum, and the row is finished by
-// the same exact, certified finish as the fused kernel. Same scores (TF32
-// operands, float32 sums), same bounds, so the same answers.
+// the same certified float64 finish as the fused kernel. The scores are formed
+// the same way (TF32 operands, float32 sums, in another order), so the same
+// error bound certifies them, and the exact finish makes the answers agree.
 
 constexpr int kSmallThreads = 256;
 constexpr int kSmallWarps = kSmallThreads / 32;
@@ -662,8 +659,10 @@ constexpr int kSmallWarps = kSmallThreads / 32;
 // adds the partner's (lane ^ m) partial sums of them, and sends it the others.
 template <int kK>
 __device__ __forceinline__ float reduce_scatter(float (&v)[kK], int lane) {
+  // A linear round counter, so nvcc unrolls both loops and v stays in registers.
 #pragma unroll
-  for (int m = 1; m < kK; m <<= 1) {
+  for (int level = 0; (1 << level) < kK; ++level) {
+    const int m = 1 << level;
     const bool upper = (lane & m) != 0;
 #pragma unroll
     for (int q = 0; q < kK / (2 * m); ++q) {
@@ -690,7 +689,7 @@ __device__ __forceinline__ unsigned order_key(float s) {
   return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
 }
 
-// kK: K rounded up to 16 or 32 (codebook rows in shared memory, zero past K).
+// kK: K rounded up to 16 or 32 (the dot products held per lane).
 // kVec: float4s of a row per lane (D <= 128 kVec).
 template <int kK, int kVec, bool kSegments>
 __global__ void __launch_bounds__(kSmallThreads, 2)
@@ -756,6 +755,7 @@ __global__ void __launch_bounds__(kSmallThreads, 2)
       }
 #pragma unroll
       for (int q = 0; q < kK; ++q) {
+        if (q >= K) break;  // rows past K would add zeros
         const float4 c = cs[q * D4 + v];
         dots[q] = fmaf(r[0], c.x, fmaf(r[1], c.y, fmaf(r[2], c.z, fmaf(r[3], c.w, dots[q]))));
       }
@@ -815,7 +815,9 @@ void launch_small_k(const void* x, const void* cb, int64_t N, const SearchTables
                     const SearchOutputs& out, cudaStream_t stream) {
   auto kernel = &small_k_kernel<kK, kVec, kSegments>;
   const size_t smem = static_cast<size_t>(small_k_smem_bytes(tb.K, tb.D));
-  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
+  // The instance's largest need (D = kSmallKMaxD), so concurrent calls with other D never lower it.
+  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             static_cast<int>(small_k_smem_bytes(kK, kSmallKMaxD))),
         "cudaFuncSetAttribute");
   int device = 0, sms = 0, per_sm = 0;
   check(cudaGetDevice(&device), "cudaGetDevice");
@@ -838,8 +840,7 @@ void launch_small_k_sized(const void* x, const void* cb, int64_t N, const Search
     constexpr int kK = decltype(kk)::value;
     if (vecs <= 1) launch_small_k<kK, 1, kSegments>(x, cb, N, tb, mode, out, stream);
     else if (vecs <= 2) launch_small_k<kK, 2, kSegments>(x, cb, N, tb, mode, out, stream);
-    else if (vecs <= 4) launch_small_k<kK, 4, kSegments>(x, cb, N, tb, mode, out, stream);
-    else launch_small_k<kK, 8, kSegments>(x, cb, N, tb, mode, out, stream);
+    else launch_small_k<kK, 4, kSegments>(x, cb, N, tb, mode, out, stream);  // D <= kSmallKMaxD = 512
   };
   if (tb.K <= 16) with_vec(std::integral_constant<int, 16>{});  // as small_k_smem_bytes
   else with_vec(std::integral_constant<int, 32>{});
