@@ -71,10 +71,13 @@ def test_fused_path_certifies_most_rows():
 
 
 @pytest.mark.parametrize("offset,scale", [(100.0, 1.0), (0.0, 1e4), (0.0, 1e-4), (1e4, 10.0)])
-def test_far_from_origin_and_extreme_scales(offset, scale, path):
-    c = curve("random", K=256, D=64) * scale + offset
+@pytest.mark.parametrize("K", [256, 24])  # 24: the small-codebook kernel's certificate too
+def test_far_from_origin_and_extreme_scales(offset, scale, K, path):
+    c = curve("random", K=K, D=64) * scale + offset
     x = torch.randn(2000, 64) * scale + offset
     r = project_cuda(x, c)
+    if path == "small_k" and K <= 32:
+        assert _C._cuda_last_search_kernel() == "small_k"
     assert_exact_projection(x, c, r)
     unique, best = unique_best_rows(x, c)
     assert torch.equal(r.segment[unique], best[unique])
@@ -214,16 +217,6 @@ def test_small_k_kernel_degenerate_curves(kind, small_k):
     assert_exact_projection(x, c, project_small_k(x, c))
     if kind == "random":
         assert brute_force_fraction() < 0.05
-
-
-@pytest.mark.parametrize("offset,scale", [(100.0, 1.0), (0.0, 1e4), (0.0, 1e-4), (1e4, 10.0)])
-def test_small_k_kernel_far_from_origin_and_extreme_scales(offset, scale, small_k):
-    c = curve("random", K=24, D=64) * scale + offset
-    x = torch.randn(2000, 64) * scale + offset
-    r = project_small_k(x, c)
-    assert_exact_projection(x, c, r)
-    unique, best = unique_best_rows(x, c)
-    assert torch.equal(r.segment[unique], best[unique])
 
 
 def test_small_k_kernel_ties_pick_smallest_index(small_k):
