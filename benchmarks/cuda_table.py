@@ -2,7 +2,7 @@
 one run and write a markdown table (ratios matter; absolute times vary).
 
     python benchmarks/cuda_table.py                 # N in {1e5, 1e6, 1e7} x D in {128, 512} x K in {16, 256, 1024, 4096}
-    python benchmarks/cuda_table.py --quick         # N = 1e6, D = 512, K in {16, 1024}
+    python benchmarks/cuda_table.py --quick         # N = 1e6: (D, K) in {(512, 16), (128, 16), (512, 1024)}
 
 Baselines, all float32 on the same device and data:
 - `mm fp32` / `mm tf32`: torch.mm of x by codebook^T (cuBLAS) at the same shape, in row
@@ -141,7 +141,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "cuda_project.md"))
     args = parser.parse_args()
     if args.quick:
-        shapes = [(10**6, 512, 16), (10**6, 512, 1024)]
+        shapes = [(10**6, 512, 16), (10**6, 128, 16), (10**6, 512, 1024)]
     else:
         shapes = [(int(n), d, k) for n in args.n for d in args.d for k in args.k]
     bw = copy_bandwidth_gbs()
