@@ -14,7 +14,7 @@ import torch
 import sfvq_ext
 from sfvq_ext import checkpoint as ckpt
 from sfvq_ext import reference
-from sfvq_ext.fit import learning_rate_at
+from sfvq_ext.fit import learning_rate_at, squared_error_and_grad
 
 WORKER = Path(__file__).with_name("fit_worker.py")
 SMALL = dict(epochs=2, batch_size=32, progress=False)
@@ -39,6 +39,21 @@ def test_recipe_stages_history_and_schedule():
     assert mse[-1] == pytest.approx(want, rel=1e-5)  # eval sample = all 512 rows here
     # the authors' schedule: lr halved at 60% and at 80% of each stage
     assert [learning_rate_at(s, 100, 1e-3) for s in (0, 59, 60, 79, 80, 99)] == [1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4, 2.5e-4]
+
+
+def test_step_gradient_equals_autograd_through_the_dithered_points():
+    # fit's hand-taken gradient against autograd on a pure-PyTorch step (float64, brute-force search)
+    g = torch.Generator().manual_seed(3)
+    x, c, r = torch.randn(300, 6, generator=g).double(), torch.randn(9, 6, generator=g).double(), torch.rand(8, generator=g).double()
+    error, grad, segment = squared_error_and_grad(x, c, r, 300 * 6)
+    leaf = c.clone().requires_grad_()
+    points = reference.dithered_points(leaf, r)
+    want_segment = torch.cdist(x, points.detach()).argmin(1)
+    want_error = (x - points[want_segment]).square().sum()
+    (want_error / (300 * 6)).backward()
+    assert torch.equal(segment, want_segment)
+    torch.testing.assert_close(error, want_error.detach())
+    torch.testing.assert_close(grad, leaf.grad)
 
 
 def test_seed_reproduces_bit_for_bit():
