@@ -96,7 +96,8 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
-__device__ __forceinline__ double warp_sum(double v) {
+template <typename V>
+__device__ __forceinline__ V warp_sum(V v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
@@ -677,12 +678,6 @@ __device__ __forceinline__ float reduce_scatter(float (&v)[kK], int lane) {
   return total;
 }
 
-__device__ __forceinline__ float warp_sum_float(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
 // Unsigned key with the order of the float score (NaN excluded by the caller).
 __device__ __forceinline__ unsigned order_key(float s) {
   const unsigned b = __float_as_uint(s);
@@ -697,13 +692,12 @@ __global__ void __launch_bounds__(kSmallThreads, 2)
                    SearchMode mode, SearchOutputs out) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   extern __shared__ float4 small_smem[];
-  float4* cs = small_smem;  // kK x D4: row j, float4 v at j * D4 + v
+  float4* cs = small_smem;  // K x D4: row j, float4 v at j * D4 + v
   const int64_t D = tb.D, D4 = D / 4;
   const int K = static_cast<int>(tb.K);
   const int items = kSegments ? K - 1 : K;
   const float4* centered4 = reinterpret_cast<const float4*>(tb.centered);  // row stride Dp = D here
-  for (int64_t e = threadIdx.x; e < kK * D4; e += kSmallThreads)
-    cs[e] = e < int64_t(K) * D4 ? centered4[e] : make_float4(0.f, 0.f, 0.f, 0.f);
+  for (int64_t e = threadIdx.x; e < int64_t(K) * D4; e += kSmallThreads) cs[e] = centered4[e];
   __syncthreads();
 
   const int lane = threadIdx.x & 31;
@@ -755,14 +749,14 @@ __global__ void __launch_bounds__(kSmallThreads, 2)
       }
 #pragma unroll
       for (int q = 0; q < kK; ++q) {
-        if (q >= K) break;  // rows past K would add zeros
+        if (q >= K) break;  // dots past K stay zero
         const float4 c = cs[q * D4 + v];
         dots[q] = fmaf(r[0], c.x, fmaf(r[1], c.y, fmaf(r[2], c.z, fmaf(r[3], c.w, dots[q]))));
       }
     }
     const float g = reduce_scatter<kK>(dots, lane);  // <x~, c~_lane> for lane < kK
-    norm2 = warp_sum_float(norm2);
-    err2 = warp_sum_float(err2);
+    norm2 = warp_sum(norm2);
+    err2 = warp_sum(err2);
 
     float score = INFINITY;
     if constexpr (kSegments) {
@@ -842,7 +836,7 @@ void launch_small_k_sized(const void* x, const void* cb, int64_t N, const Search
     else if (vecs <= 2) launch_small_k<kK, 2, kSegments>(x, cb, N, tb, mode, out, stream);
     else launch_small_k<kK, 4, kSegments>(x, cb, N, tb, mode, out, stream);  // D <= kSmallKMaxD = 512
   };
-  if (tb.K <= 16) with_vec(std::integral_constant<int, 16>{});  // as small_k_smem_bytes
+  if (tb.K <= 16) with_vec(std::integral_constant<int, 16>{});
   else with_vec(std::integral_constant<int, 32>{});
 }
 

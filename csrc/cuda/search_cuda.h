@@ -34,8 +34,8 @@ struct SearchTables {
 // Limits of the small-codebook kernel (codebook in shared memory, one warp per row).
 constexpr int64_t kSmallKMax = 32;
 constexpr int64_t kSmallKMaxD = 512;  // 4 float4s per lane: more spills registers
-// Its shared memory: the centred codebook, K rounded up to 16 or 32 rows.
-constexpr int64_t small_k_smem_bytes(int64_t K, int64_t D) { return (K <= 16 ? 16 : 32) * D * 4; }
+// Its shared memory: the centred codebook, K x D floats.
+constexpr int64_t small_k_smem_bytes(int64_t K, int64_t D) { return K * D * 4; }
 
 enum class SearchMode : int { kProjectExact = 0, kProjectVertex = 1, kNearest = 2 };
 
