@@ -254,12 +254,14 @@ torch.library.register_autograd("sfvq::nearest", _nearest_backward, setup_contex
 
 
 def _decode_parts(coord: Tensor, K: int, ct: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
-    """Segment j, fraction f and the mask of coordinates inside [0, K-1] (where coord moves the point)."""
-    u = coord.reshape(-1).to(ct)
+    """Segment j, fraction f (in ``ct``) and the mask of coordinates inside [0, K-1]
+    (where coord moves the point). The coordinate is split in float64, as the
+    kernels do: the codebook's dtype must not round it."""
+    u = coord.reshape(-1).double()
     inside = (u >= 0) & (u <= K - 1)
     uc = u.clamp(0, K - 1)
     j = uc.floor().long().clamp(max=K - 2)
-    return j, uc - j, inside
+    return j, (uc - j).to(ct), inside
 
 
 def _decode_setup(ctx, inputs, output):

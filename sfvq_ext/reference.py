@@ -6,21 +6,53 @@ benchmarks. Brute force computes in float64 over every segment.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 from .ops import Projection
 
 
+def _power_of_two_exponent(*tensors: Tensor) -> int:
+    """e such that 2^e times the largest magnitude among ``tensors`` lies in [0.5, 1).
+
+    Multiplying by 2^e is exact in binary floating point (away from subnormals), so
+    the float64 brute force below runs on scaled values, where no product or
+    square overflows, whatever the magnitude of the input (DESIGN.md section 6)."""
+    largest = max((float(t.abs().max()) for t in tensors if t.numel()), default=0.0)
+    if largest == 0.0:
+        return 0
+    return -math.frexp(largest)[1]
+
+
+def _ldexp(t: Tensor, e: int) -> Tensor:
+    """t * 2^e for any int e, in steps of at most 2^1000 (2^e itself may not be a float64)."""
+    while e:
+        step = max(-1000, min(1000, e))
+        t = t * 2.0**step
+        e -= step
+    return t
+
+
+def _unscale_squared(dist: Tensor, e: int) -> Tensor:
+    """Squared distances computed on values scaled by 2^e, back in the input's units (Inf beyond float64)."""
+    return _ldexp(dist, -2 * e)
+
+
 def _segment_fits(x: Tensor, codebook: Tensor) -> tuple[Tensor, Tensor]:
-    """t and squared distance of every row of x (N, D) to every segment: (N, K-1) each."""
-    c0 = codebook[:-1]
-    d = codebook[1:] - c0
+    """t and squared distance of every row of x (N, D) to every segment: (N, K-1) each.
+
+    The distance is always ||x - ((1 - t) c_i + t c_{i+1})||^2: that point is c_{i+1}
+    exactly at t = 1 and c_i at t = 0, so two segments meeting at the nearest vertex
+    tie exactly (and argmin takes the first)."""
+    c0, c1 = codebook[:-1], codebook[1:]
+    d = c1 - c0
     length2 = (d * d).sum(-1)
-    diff = x[:, None, :] - c0[None]  # (N, K-1, D)
-    p = (diff * d[None]).sum(-1)
+    p = ((x[:, None, :] - c0[None]) * d[None]).sum(-1)
     t = torch.where(length2 > 0, p / torch.where(length2 > 0, length2, 1), torch.zeros_like(p)).clamp(0, 1)
-    dist = ((diff - t[..., None] * d[None]) ** 2).sum(-1)
+    point = (1 - t)[..., None] * c0[None] + t[..., None] * c1[None]  # (N, K-1, D)
+    dist = ((x[:, None, :] - point) ** 2).sum(-1)
     return t, dist
 
 
@@ -31,13 +63,18 @@ def _projection(x: Tensor, codebook: Tensor, segment: Tensor, t: Tensor, dist: T
 
 
 def project(x: Tensor, codebook: Tensor, chunk: int = 256) -> Projection:
-    """Exact projection by brute force over every segment, float64. Ties: smallest segment."""
+    """Exact projection by brute force over every segment, float64. Ties: smallest segment.
+
+    Inputs and codebook are scaled together by a power of two (exact) before the
+    search, so any finite float32 input, and float64 input up to ~1e307, is answered."""
     shape = x.shape[:-1]
     x = x.reshape(-1, x.shape[-1]).double()
     codebook = codebook.double()
+    e = _power_of_two_exponent(x, codebook)
+    xs, cs = _ldexp(x, e), _ldexp(codebook, e)
     seg, tt, dd = [], [], []
-    for rows in x.split(chunk):
-        t, dist = _segment_fits(rows, codebook)
+    for rows in xs.split(chunk):
+        t, dist = _segment_fits(rows, cs)
         best = dist.argmin(dim=1)  # first minimum: the smallest index among ties
         seg.append(best)
         tt.append(t.gather(1, best[:, None])[:, 0])
@@ -45,7 +82,7 @@ def project(x: Tensor, codebook: Tensor, chunk: int = 256) -> Projection:
     if not seg:
         empty = x.new_empty(0)
         return _projection(x, codebook, empty.long(), empty, empty, shape)
-    return _projection(x, codebook, torch.cat(seg), torch.cat(tt), torch.cat(dd), shape)
+    return _projection(x, codebook, torch.cat(seg), torch.cat(tt), _unscale_squared(torch.cat(dd), e), shape)
 
 
 def project_vertex_rule(x: Tensor, codebook: Tensor) -> Projection:
@@ -56,35 +93,33 @@ def project_vertex_rule(x: Tensor, codebook: Tensor) -> Projection:
     shape = x.shape[:-1]
     x = x.reshape(-1, x.shape[-1]).double()
     c = codebook.double()
+    e = _power_of_two_exponent(x, c)
+    xs, cs = _ldexp(x, e), _ldexp(c, e)
     K = c.shape[0]
     if K == 2:
-        t, dist = _segment_fits(x, c)
-        return _projection(x, c, torch.zeros(len(x), dtype=torch.long), t[:, 0], dist[:, 0], shape)
-    vertex_dist = ((x[:, None, :] - c[None]) ** 2).sum(-1)
+        t, dist = _segment_fits(xs, cs)
+        return _projection(x, c, torch.zeros(len(x), dtype=torch.long), t[:, 0], _unscale_squared(dist[:, 0], e), shape)
+    vertex_dist = ((xs[:, None, :] - cs[None]) ** 2).sum(-1)
     j = vertex_dist.argmin(dim=1).clamp(1, K - 2)
-
-    def fit(i):
-        c0, d = c[i], c[i + 1] - c[i]
-        length2 = (d * d).sum(-1)
-        p = ((x - c0) * d).sum(-1)
-        t = torch.where(length2 > 0, p / torch.where(length2 > 0, length2, 1), torch.zeros_like(p)).clamp(0, 1)
-        return t, ((x - c0 - t[:, None] * d) ** 2).sum(-1)
-
-    t_before, d_before = fit(j - 1)
-    t_after, d_after = fit(j)
+    rows = torch.arange(len(x))
+    t, dist = _segment_fits(xs, cs)
+    t_before, d_before = t[rows, j - 1], dist[rows, j - 1]
+    t_after, d_after = t[rows, j], dist[rows, j]
     take_after = d_after < d_before
     segment = torch.where(take_after, j, j - 1)
     return _projection(x, c, segment, torch.where(take_after, t_after, t_before),
-                       torch.where(take_after, d_after, d_before), shape)
+                       _unscale_squared(torch.where(take_after, d_after, d_before), e), shape)
 
 
 def nearest(x: Tensor, points: Tensor) -> tuple[Tensor, Tensor]:
-    """Brute-force nearest row of points, float64. Ties: smallest index."""
+    """Brute-force nearest row of points, float64 (scaled as in :func:`project`). Ties: smallest index."""
     shape = x.shape[:-1]
     x = x.reshape(-1, x.shape[-1]).double()
-    dist = ((x[:, None, :] - points.double()[None]) ** 2).sum(-1)
+    p = points.double()
+    e = _power_of_two_exponent(x, p)
+    dist = ((_ldexp(x, e)[:, None, :] - _ldexp(p, e)[None]) ** 2).sum(-1)
     best = dist.argmin(dim=1)
-    return best.reshape(shape), dist.gather(1, best[:, None])[:, 0].reshape(shape)
+    return best.reshape(shape), _unscale_squared(dist.gather(1, best[:, None])[:, 0], e).reshape(shape)
 
 
 def decode(coord: Tensor, codebook: Tensor) -> Tensor:

@@ -14,7 +14,7 @@ namespace {
 template <typename scalar_t, typename Locate>
 void points_at(const at::Tensor& codebook, int64_t rows, const Locate& locate, at::Tensor& out) {
   using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
-  const int64_t K = codebook.size(0), D = codebook.size(1);
+  const int64_t D = codebook.size(1);
   const scalar_t* c = codebook.data_ptr<scalar_t>();
   scalar_t* o = out.data_ptr<scalar_t>();
   at::parallel_for(0, rows, 256, [&](int64_t begin, int64_t end) {
@@ -33,11 +33,17 @@ void points_at(const at::Tensor& codebook, int64_t rows, const Locate& locate, a
 
 void decode(const at::Tensor& coord, const at::Tensor& codebook, at::Tensor& out) {
   const int64_t K = codebook.size(0);
-  const at::Tensor u = coord.to(codebook.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);
+  // Coordinates are read in float64 whatever their dtype: float32 cannot place
+  // u = 2^24 + 0.5, and the codebook's dtype must not round the coordinate.
+  const at::Tensor u = coord.to(at::kDouble).contiguous();
+  const double* up = u.data_ptr<double>();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, codebook.scalar_type(), "sfvq_decode_cpu", [&] {
     using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
-    const acc_t* up = u.data_ptr<acc_t>();
-    points_at<scalar_t>(codebook, u.numel(), [up, K](int64_t r, int64_t& j, acc_t& f) { locate_coordinate(up[r], K, j, f); }, out);
+    points_at<scalar_t>(codebook, u.numel(), [up, K](int64_t r, int64_t& j, acc_t& f) {
+      double f64;
+      locate_coordinate(up[r], K, j, f64);
+      f = static_cast<acc_t>(f64);
+    }, out);
   });
 }
 

@@ -71,29 +71,31 @@ SFVQ_SIMD_CLONES void vertex_scores(const double* g, const double* n, int64_t co
   vertex_scores_impl(g, n, count, out);
 }
 
-// out = x - mean (in the GEMM's precision). Returns ||out||^2, or NaN if the
-// row holds NaN or Inf (v * 0 is 0 for finite v, NaN otherwise).
+// out = x * scale - mean (in the GEMM's precision; scale is a power of two).
+// Returns ||out||^2 (Inf if it overflows), or NaN if the row holds NaN or Inf
+// (x * 0 is 0 for finite x, NaN otherwise).
 template <typename S, typename T>
-SFVQ_INLINE T center_row_impl(const S* __restrict x, const T* __restrict mean, int64_t D, T* __restrict out) {
+SFVQ_INLINE T center_row_impl(const S* __restrict x, T scale, const T* __restrict mean, int64_t D, T* __restrict out) {
   T squared_norm = 0, poison = 0;
 #pragma omp simd reduction(+ : squared_norm, poison)
   for (int64_t k = 0; k < D; ++k) {
-    const T v = static_cast<T>(x[k]) - mean[k];
+    const T xk = static_cast<T>(x[k]);
+    const T v = xk * scale - mean[k];
     out[k] = v;
     squared_norm += v * v;
-    poison += v * T(0);
+    poison += xk * T(0);
   }
   return poison == T(0) ? squared_norm : std::numeric_limits<T>::quiet_NaN();
 }
-SFVQ_SIMD_CLONES float center_row(const float* x, const float* mean, int64_t D, float* out) {
-  return center_row_impl(x, mean, D, out);
+SFVQ_SIMD_CLONES float center_row(const float* x, float scale, const float* mean, int64_t D, float* out) {
+  return center_row_impl(x, scale, mean, D, out);
 }
-SFVQ_SIMD_CLONES double center_row(const double* x, const double* mean, int64_t D, double* out) {
-  return center_row_impl(x, mean, D, out);
+SFVQ_SIMD_CLONES double center_row(const double* x, double scale, const double* mean, int64_t D, double* out) {
+  return center_row_impl(x, scale, mean, D, out);
 }
 template <typename S, typename T>
-T center_row(const S* x, const T* mean, int64_t D, T* out) {  // float16 / bfloat16
-  return center_row_impl(x, mean, D, out);
+T center_row(const S* x, T scale, const T* mean, int64_t D, T* out) {  // float16 / bfloat16
+  return center_row_impl(x, scale, mean, D, out);
 }
 
 // Minimum of a short run of scores (lets the candidate scan skip whole chunks).
@@ -107,64 +109,56 @@ SFVQ_INLINE T min_of_impl(const T* __restrict v, int64_t count) {
 SFVQ_SIMD_CLONES float min_of(const float* v, int64_t count) { return min_of_impl(v, count); }
 SFVQ_SIMD_CLONES double min_of(const double* v, int64_t count) { return min_of_impl(v, count); }
 
-// out = lerp(c0, c1, t), rounded to the output dtype.
+// out = lerp(c0, c1, t) * unscale (a power of two), rounded to the output dtype.
 template <typename S>
-SFVQ_INLINE void write_point_impl(const double* __restrict c0, const double* __restrict c1, double t, int64_t D,
-                                  S* __restrict out) {
+SFVQ_INLINE void write_point_impl(const double* __restrict c0, const double* __restrict c1, double t, double unscale,
+                                  int64_t D, S* __restrict out) {
 #pragma omp simd
-  for (int64_t k = 0; k < D; ++k) out[k] = static_cast<S>(lerp(c0[k], c1[k], t));
+  for (int64_t k = 0; k < D; ++k) out[k] = static_cast<S>(lerp(c0[k], c1[k], t) * unscale);
 }
-SFVQ_SIMD_CLONES void write_point(const double* c0, const double* c1, double t, int64_t D, float* out) {
-  write_point_impl(c0, c1, t, D, out);
+SFVQ_SIMD_CLONES void write_point(const double* c0, const double* c1, double t, double unscale, int64_t D,
+                                  float* out) {
+  write_point_impl(c0, c1, t, unscale, D, out);
 }
-SFVQ_SIMD_CLONES void write_point(const double* c0, const double* c1, double t, int64_t D, double* out) {
-  write_point_impl(c0, c1, t, D, out);
+SFVQ_SIMD_CLONES void write_point(const double* c0, const double* c1, double t, double unscale, int64_t D,
+                                  double* out) {
+  write_point_impl(c0, c1, t, unscale, D, out);
 }
 template <typename S>
-void write_point(const double* c0, const double* c1, double t, int64_t D, S* out) {  // float16 / bfloat16
-  write_point_impl(c0, c1, t, D, out);
+void write_point(const double* c0, const double* c1, double t, double unscale, int64_t D, S* out) {  // f16 / bf16
+  write_point_impl(c0, c1, t, unscale, D, out);
 }
 
-// Exact (float64) terms of x against segment c0 -> c1: p = <x - c0, d>, q = ||x - c0||^2.
+// p = <x * xs - c0, c1 - c0> in float64 (xs: a power of two), for t.
 template <typename X>
-SFVQ_INLINE void segment_terms_impl(const X* __restrict x, const double* __restrict c0,
-                                    const double* __restrict c1, int64_t D, double& p_out, double& q_out) {
-  double p = 0, q = 0;
-#pragma omp simd reduction(+ : p, q)
-  for (int64_t k = 0; k < D; ++k) {
-    const double e = static_cast<double>(x[k]) - c0[k];
-    p += e * (c1[k] - c0[k]);
-    q += e * e;
-  }
-  p_out = p;
-  q_out = q;
+SFVQ_INLINE double segment_dot_impl(const X* __restrict x, double xs, const double* __restrict c0,
+                                    const double* __restrict c1, int64_t D) {
+  double p = 0;
+#pragma omp simd reduction(+ : p)
+  for (int64_t k = 0; k < D; ++k) p += (static_cast<double>(x[k]) * xs - c0[k]) * (c1[k] - c0[k]);
+  return p;
 }
-SFVQ_SIMD_CLONES void segment_terms(const float* x, const double* c0, const double* c1, int64_t D, double& p,
-                                    double& q) {
-  segment_terms_impl(x, c0, c1, D, p, q);
+SFVQ_SIMD_CLONES double segment_dot(const float* x, double xs, const double* c0, const double* c1, int64_t D) {
+  return segment_dot_impl(x, xs, c0, c1, D);
 }
-SFVQ_SIMD_CLONES void segment_terms(const double* x, const double* c0, const double* c1, int64_t D, double& p,
-                                    double& q) {
-  segment_terms_impl(x, c0, c1, D, p, q);
+SFVQ_SIMD_CLONES double segment_dot(const double* x, double xs, const double* c0, const double* c1, int64_t D) {
+  return segment_dot_impl(x, xs, c0, c1, D);
 }
 
-// ||x - lerp(c0, c1, t)||^2 summed directly, for when the expanded form cancels.
+// ||x * xs - lerp(c0, c1, t)||^2 summed directly: every exact distance is this.
 template <typename X>
-SFVQ_INLINE double residual_impl(const X* __restrict x, const double* __restrict c0, const double* __restrict c1,
-                                 double t, int64_t D) {
+SFVQ_INLINE double residual_impl(const X* __restrict x, double xs, const double* __restrict c0,
+                                 const double* __restrict c1, double t, int64_t D) {
   double s = 0;
 #pragma omp simd reduction(+ : s)
-  for (int64_t k = 0; k < D; ++k) {
-    const double e = static_cast<double>(x[k]) - lerp(c0[k], c1[k], t);
-    s += e * e;
-  }
+  for (int64_t k = 0; k < D; ++k) s += squared_gap(static_cast<double>(x[k]) * xs, c0[k], c1[k], t);
   return s;
 }
-SFVQ_SIMD_CLONES double residual(const float* x, const double* c0, const double* c1, double t, int64_t D) {
-  return residual_impl(x, c0, c1, t, D);
+SFVQ_SIMD_CLONES double residual(const float* x, double xs, const double* c0, const double* c1, double t, int64_t D) {
+  return residual_impl(x, xs, c0, c1, t, D);
 }
-SFVQ_SIMD_CLONES double residual(const double* x, const double* c0, const double* c1, double t, int64_t D) {
-  return residual_impl(x, c0, c1, t, D);
+SFVQ_SIMD_CLONES double residual(const double* x, double xs, const double* c0, const double* c1, double t, int64_t D) {
+  return residual_impl(x, xs, c0, c1, t, D);
 }
 
 // ---------------------------------------------------------------------------
@@ -185,23 +179,39 @@ void contenders(const T* scores, int64_t count, T tolerance, std::vector<int64_t
 struct SegmentFit {
   int64_t segment = -1;
   double t = 0;
-  double dist = std::numeric_limits<double>::infinity();
+  double dist = std::numeric_limits<double>::infinity();  // in the units of the row's fitter
 };
 
-// Codebook data for one call: the centred copy and per-vertex/segment terms in
-// the GEMM's precision (to choose candidates), and float64 originals (to answer).
+// A row (centred, scaled) whose squared norm exceeds this is "far": its GEMM
+// scores could overflow and would nominate every item anyway (the tolerance
+// grows with the norm), so each item is fitted exactly by FarRowFitter instead.
+constexpr double kFarSquaredNorm = 0x1p96;
+
+// Codebook data for one call, on the codebook scaled by 2^scale_exp (a power of
+// two chosen from its largest entry, so the search never overflows or
+// underflows): the centred copy and per-vertex/segment terms in the GEMM's
+// precision (to choose candidates), and the scaled values in float64 (to answer).
 template <typename acc_t>
 struct CodebookTables {
   int64_t K, D;
-  std::vector<acc_t> mean;           // (D,)
+  int scale_exp;                     // inputs and codebook are multiplied by 2^scale_exp
+  acc_t scale;                       // 2^scale_exp
+  double scale64, unscale64;         // 2^scale_exp and 2^-scale_exp
+  std::vector<acc_t> mean;           // (D,) mean of the scaled codebook
   at::Tensor centered;               // (K, D) acc_t, GEMM operand
   std::vector<acc_t> a, n, b, inv_b; // <c_i, d_i>, ||c_j||^2, ||d_i||^2, 1/||d_i||^2 (centred)
-  at::Tensor exact;                  // (K, D) float64, original values
-  std::vector<double> b64, inv_b64;  // ||d_i||^2 and its inverse from the originals
+  at::Tensor exact;                  // (K, D) float64, the scaled codebook
+  std::vector<double> inv_b64;       // 1/||d_i||^2 of the scaled codebook (0 for zero length)
   acc_t max_n = 0;                   // max_j ||c_j||^2 (centred)
 
   CodebookTables(const at::Tensor& codebook, bool with_segments) : K(codebook.size(0)), D(codebook.size(1)) {
-    exact = codebook.to(at::kDouble).contiguous();
+    // 2^e must be a normal number of acc_t (float: |e| <= 126).
+    constexpr int max_exp = std::numeric_limits<acc_t>::max_exponent - 2;
+    scale_exp = scale_exponent(codebook.abs().max().item<double>(), max_exp);
+    scale64 = std::ldexp(1.0, scale_exp);
+    unscale64 = std::ldexp(1.0, -scale_exp);
+    scale = static_cast<acc_t>(scale64);
+    exact = (codebook.to(at::kDouble) * scale64).contiguous();
     const double* c = exact.data_ptr<double>();
     std::vector<double> m(D, 0.0);
     for (int64_t j = 0; j < K; ++j)
@@ -223,7 +233,7 @@ struct CodebookTables {
     }
     if (!with_segments) return;
     const int64_t S = K - 1;
-    a.assign(S, 0), b.assign(S, 0), inv_b.assign(S, 0), b64.assign(S, 0), inv_b64.assign(S, 0);
+    a.assign(S, 0), b.assign(S, 0), inv_b.assign(S, 0), inv_b64.assign(S, 0);
     for (int64_t i = 0; i < S; ++i) {
       double ai = 0, bi = 0, bi64 = 0;
       for (int64_t k = 0; k < D; ++k) {
@@ -236,7 +246,6 @@ struct CodebookTables {
       a[i] = static_cast<acc_t>(ai);
       b[i] = static_cast<acc_t>(bi);
       inv_b[i] = inverse_or_zero(b[i]);
-      b64[i] = bi64;
       inv_b64[i] = inverse_or_zero(bi64);
     }
   }
@@ -244,33 +253,90 @@ struct CodebookTables {
   const double* vertex(int64_t j) const { return exact.data_ptr<double>() + j * D; }
 
   // Bound on the difference between two rounded scores of a row whose centred
-  // squared norm is xn (the width of the contender window). A GEMM entry g_j is off by at most D u ||x|| ||c_j||
-  // (u: unit round-off of acc_t); a score adds at most 3 such errors plus a
-  // few round-offs of its terms, each below xn + 4 max_n. Candidates farther
-  // than this from the best score cannot be the true best.
+  // squared norm is xn (the width of the contender window). A GEMM entry g_j is
+  // off by at most D u ||x|| ||c_j|| (u: unit round-off of acc_t); a score adds
+  // at most 3 such errors plus a few round-offs of its terms, each below
+  // xn + 4 max_n. Subnormal operands and products (which the GEMM may also flush
+  // to zero) add an absolute error below 2^(smallest normal exponent + 52) per
+  // product: the other operand is below 2^48 (a row nearer than kFarSquaredNorm)
+  // or 2^3 (the scaled, centred codebook).
+  // Candidates farther than this from the best score cannot be the true best.
   acc_t score_tolerance(acc_t xn) const {
     constexpr acc_t u = std::numeric_limits<acc_t>::epsilon() / 2;
-    return (acc_t(6) * static_cast<acc_t>(D) + acc_t(24)) * u * (xn + acc_t(4) * max_n);
+    constexpr int min_exp = std::numeric_limits<acc_t>::min_exponent - 1;  // smallest normal: 2^min_exp
+    const acc_t terms = acc_t(6) * static_cast<acc_t>(D) + acc_t(24);
+    return terms * (u * (xn + acc_t(4) * max_n) + std::ldexp(acc_t(1), min_exp + 52));
   }
+};
 
-  // Exact distance from x to segment i, float64.
-  template <typename X>
-  SegmentFit fit_segment(const X* x, int64_t i) const {
-    const double *c0 = vertex(i), *c1 = vertex(i + 1);
-    double p, q;
-    segment_terms(x, c0, c1, D, p, q);
+// Exact fits of one row x (as float or double) against the scaled codebook:
+// the row is multiplied by 2^scale_exp on the fly. Distances are in scaled
+// units (dist_exp turns them back).
+template <typename acc_t, typename X>
+struct RowFitter {
+  const CodebookTables<acc_t>& tables;
+  const X* x;
+
+  int dist_exp() const { return -2 * tables.scale_exp; }
+
+  SegmentFit segment(int64_t i) const {
+    const double *c0 = tables.vertex(i), *c1 = tables.vertex(i + 1);
     SegmentFit f;
     f.segment = i;
-    f.t = segment_t(p, inv_b64[i]);
-    f.dist = expanded_squared_distance(q, p, b64[i], f.t);
-    if (expanded_form_cancels(f.dist, q)) f.dist = residual(x, c0, c1, f.t, D);
+    f.t = segment_t(segment_dot(x, tables.scale64, c0, c1, tables.D), tables.inv_b64[i]);
+    f.dist = residual(x, tables.scale64, c0, c1, f.t, tables.D);
     return f;
   }
+  double vertex(int64_t j) const {
+    const double* c = tables.vertex(j);
+    return residual(x, tables.scale64, c, c, 0.0, tables.D);
+  }
+};
+
+// Exact fits of a far row (kFarSquaredNorm): the row and the codebook are both
+// rescaled so that the row's largest entry is in [0.5, 1), where no square
+// overflows (float64 inputs can be 2^1000 times the codebook), and the same
+// squared_gap formula gives every distance. Slow (scalar, rescales on the fly),
+// and only ever used for rows far outside the codebook's scale.
+template <typename acc_t>
+struct FarRowFitter {
+  const CodebookTables<acc_t>& tables;
+  std::vector<double> y;  // the row times 2^row_exp
+  int row_exp = 0;        // row units: original values times 2^row_exp
+  int rel_exp = 0;        // scaled codebook -> row units: times 2^rel_exp
 
   template <typename X>
-  double vertex_distance(const X* x, int64_t j) const {
-    const double* c = vertex(j);
-    return residual(x, c, c, 0.0, D);
+  FarRowFitter(const CodebookTables<acc_t>& t, const X* x) : tables(t), y(t.D) {
+    double max_abs = 0;
+    for (int64_t k = 0; k < t.D; ++k) max_abs = std::max(max_abs, std::abs(static_cast<double>(x[k])));
+    row_exp = scale_exponent(max_abs, 1 << 20);
+    rel_exp = row_exp - t.scale_exp;
+    for (int64_t k = 0; k < t.D; ++k) y[k] = std::ldexp(static_cast<double>(x[k]), row_exp);
+  }
+
+  int dist_exp() const { return -2 * row_exp; }
+
+  SegmentFit segment(int64_t i) const {
+    const double *c0 = tables.vertex(i), *c1 = tables.vertex(i + 1);
+    // t = <y - c0', d> / ||d||^2 with c0' = c0 2^rel_exp and d in scaled units: scale-free.
+    double p = 0;
+    for (int64_t k = 0; k < tables.D; ++k) p += (y[k] - std::ldexp(c0[k], rel_exp)) * (c1[k] - c0[k]);
+    SegmentFit f;
+    f.segment = i;
+    f.t = tables.inv_b64[i] > 0 ? clamp_unit(std::ldexp(p * tables.inv_b64[i], -rel_exp)) : 0.0;
+    f.dist = 0;
+    for (int64_t k = 0; k < tables.D; ++k)
+      f.dist += squared_gap(y[k], std::ldexp(c0[k], rel_exp), std::ldexp(c1[k], rel_exp), f.t);
+    return f;
+  }
+  double vertex(int64_t j) const {
+    const double* c = tables.vertex(j);
+    double s = 0;
+    for (int64_t k = 0; k < tables.D; ++k) {
+      const double ck = std::ldexp(c[k], rel_exp);
+      s += squared_gap(y[k], ck, ck, 0.0);
+    }
+    return s;
   }
 };
 
@@ -284,9 +350,10 @@ int64_t rows_per_block(int64_t N, int64_t K, int64_t elem_size) {
 }
 
 // Runs the block GEMM + epilogue over all rows of x and calls
-// finish(row, x_row, candidates) for each row, in parallel over blocks;
-// candidates are ascending indices of segments (or vertices) that may be nearest.
-// x_row is the row's exact values as float (float/half/bfloat16 input) or double.
+// finish(row, fitter, candidates) for each row, in parallel over blocks;
+// candidates are ascending indices of segments (or vertices) that may be
+// nearest, and fitter gives their exact fits (a RowFitter, or a FarRowFitter
+// with every item as a candidate for a far row).
 template <typename scalar_t, typename acc_t, typename Finish>
 void search_rows(const at::Tensor& x, const CodebookTables<acc_t>& tables, bool segments, const Finish& finish) {
   using row_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
@@ -303,14 +370,15 @@ void search_rows(const at::Tensor& x, const CodebookTables<acc_t>& tables, bool 
     at::Tensor xc = at::empty({block, D}, acc_opts);
     at::Tensor g = at::empty({block, K}, acc_opts);
     std::vector<acc_t> scores(items), row_norm(block);
-    std::vector<int64_t> cand;
+    std::vector<int64_t> cand, all_items(items);
+    for (int64_t i = 0; i < items; ++i) all_items[i] = i;
     std::vector<row_t> row_copy(std::is_same_v<scalar_t, row_t> ? 0 : D);
     for (int64_t blk = block_begin; blk < block_end; ++blk) {
       const int64_t r0 = blk * block, rows = std::min(block, N - r0);
       acc_t* xcp = xc.data_ptr<acc_t>();
       bool finite = true;
       for (int64_t r = 0; r < rows; ++r) {
-        row_norm[r] = center_row(xp + (r0 + r) * D, tables.mean.data(), D, xcp + r * D);
+        row_norm[r] = center_row(xp + (r0 + r) * D, tables.scale, tables.mean.data(), D, xcp + r * D);
         if (std::isnan(row_norm[r])) {
           int64_t seen = first_bad_row.load();
           while (r0 + r < seen && !first_bad_row.compare_exchange_weak(seen, r0 + r)) {
@@ -318,12 +386,25 @@ void search_rows(const at::Tensor& x, const CodebookTables<acc_t>& tables, bool 
           finite = false;
           break;
         }
+        if (!(row_norm[r] <= acc_t(kFarSquaredNorm))) std::fill(xcp + r * D, xcp + (r + 1) * D, acc_t(0));
       }
       if (!finite) continue;
       at::Tensor g_rows = g.narrow(0, 0, rows);
       at::mm_out(g_rows, xc.narrow(0, 0, rows), codebook_t);
       const acc_t* gp = g.data_ptr<acc_t>();
       for (int64_t r = 0; r < rows; ++r) {
+        const scalar_t* xrow = xp + (r0 + r) * D;
+        const row_t* row;
+        if constexpr (std::is_same_v<scalar_t, row_t>) {
+          row = xrow;
+        } else {  // float16 / bfloat16: the finish reads float
+          for (int64_t k = 0; k < D; ++k) row_copy[k] = static_cast<row_t>(xrow[k]);
+          row = row_copy.data();
+        }
+        if (!(row_norm[r] <= acc_t(kFarSquaredNorm))) {
+          finish(r0 + r, FarRowFitter<acc_t>(tables, row), all_items);
+          continue;
+        }
         const acc_t* grow = gp + r * K;
         if (segments)
           segment_scores(grow, tables.a.data(), tables.n.data(), tables.b.data(), tables.inv_b.data(), items,
@@ -331,13 +412,7 @@ void search_rows(const at::Tensor& x, const CodebookTables<acc_t>& tables, bool 
         else
           vertex_scores(grow, tables.n.data(), items, scores.data());
         contenders(scores.data(), items, tables.score_tolerance(row_norm[r]), cand);
-        const scalar_t* xrow = xp + (r0 + r) * D;
-        if constexpr (std::is_same_v<scalar_t, row_t>) {
-          finish(r0 + r, xrow, cand);
-        } else {
-          for (int64_t k = 0; k < D; ++k) row_copy[k] = static_cast<row_t>(xrow[k]);
-          finish(r0 + r, static_cast<const row_t*>(row_copy.data()), cand);
-        }
+        finish(r0 + r, RowFitter<acc_t, row_t>{tables, row}, cand);
       }
     }
   });
@@ -345,16 +420,29 @@ void search_rows(const at::Tensor& x, const CodebookTables<acc_t>& tables, bool 
 }
 
 // Among the candidate vertices, the exactly nearest; equal distances pick the lower index.
-template <typename acc_t, typename X>
-std::pair<int64_t, double> best_vertex(const CodebookTables<acc_t>& tables, const X* x,
-                                       const std::vector<int64_t>& cand) {
+template <typename Fitter>
+std::pair<int64_t, double> best_vertex(const Fitter& fitter, const std::vector<int64_t>& cand) {
   int64_t best = -1;
   double best_dist = std::numeric_limits<double>::infinity();
   for (const int64_t j : cand) {  // ascending: a strict < keeps the lowest index on ties
-    const double d = tables.vertex_distance(x, j);
+    const double d = fitter.vertex(j);
     if (d < best_dist) best = j, best_dist = d;
   }
+  // Finite inputs always give finite distances (the fitters scale them); an
+  // index outside the table would be read next, so fail loudly instead.
+  TORCH_INTERNAL_ASSERT(best >= 0, "sfvq: no finite distance among ", cand.size(), " candidates");
   return {best, best_dist};
+}
+
+template <typename Fitter>
+SegmentFit best_segment(const Fitter& fitter, const std::vector<int64_t>& cand) {
+  SegmentFit best;
+  for (const int64_t i : cand) {  // ascending: a strict < keeps the lowest index on ties
+    const SegmentFit f = fitter.segment(i);
+    if (f.dist < best.dist) best = f;
+  }
+  TORCH_INTERNAL_ASSERT(best.segment >= 0, "sfvq: no finite distance among ", cand.size(), " candidates");
+  return best;
 }
 
 template <typename scalar_t, typename acc_t>
@@ -368,32 +456,29 @@ void project_typed(const at::Tensor& x, const at::Tensor& codebook, bool vertex_
   out_t* coord = out.coord.data_ptr<out_t>();
   out_t* dist = out.dist.data_ptr<out_t>();
 
-  auto write = [&](int64_t r, const SegmentFit& f) {
+  // dist_exp: the fitter's distances times 2^dist_exp are in the input's units
+  // (Inf where they exceed the output dtype: the segment, t and point stay exact).
+  auto write = [&](int64_t r, const SegmentFit& f, int dist_exp) {
     segment[r] = f.segment;
     t_out[r] = static_cast<out_t>(f.t);
     coord[r] = static_cast<out_t>(static_cast<double>(f.segment) + f.t);
-    dist[r] = static_cast<out_t>(f.dist);
-    write_point(tables.vertex(f.segment), tables.vertex(f.segment + 1), f.t, D, point + r * D);
+    dist[r] = static_cast<out_t>(std::ldexp(f.dist, dist_exp));
+    write_point(tables.vertex(f.segment), tables.vertex(f.segment + 1), f.t, tables.unscale64, D, point + r * D);
   };
 
   if (!vertex_rule) {
-    search_rows<scalar_t, acc_t>(x, tables, /*segments=*/true, [&](int64_t r, const auto* xrow, const auto& cand) {
-      SegmentFit best;
-      for (const int64_t i : cand) {  // ascending: a strict < keeps the lowest index on ties
-        const SegmentFit f = tables.fit_segment(xrow, i);
-        if (f.dist < best.dist) best = f;
-      }
-      write(r, best);
+    search_rows<scalar_t, acc_t>(x, tables, /*segments=*/true, [&](int64_t r, const auto& fitter, const auto& cand) {
+      write(r, best_segment(fitter, cand), fitter.dist_exp());
     });
     return;
   }
   // The original authors' rule: nearest vertex j, moved into [1, K-2], then the
   // better of segments j-1 and j (the lower one when they are equally good).
-  search_rows<scalar_t, acc_t>(x, tables, /*segments=*/false, [&](int64_t r, const auto* xrow, const auto& cand) {
-    if (K == 2) return write(r, tables.fit_segment(xrow, 0));
-    const int64_t j = std::clamp<int64_t>(best_vertex(tables, xrow, cand).first, 1, K - 2);
-    const SegmentFit before = tables.fit_segment(xrow, j - 1), after = tables.fit_segment(xrow, j);
-    write(r, after.dist < before.dist ? after : before);
+  search_rows<scalar_t, acc_t>(x, tables, /*segments=*/false, [&](int64_t r, const auto& fitter, const auto& cand) {
+    if (K == 2) return write(r, fitter.segment(0), fitter.dist_exp());
+    const int64_t j = std::clamp<int64_t>(best_vertex(fitter, cand).first, 1, K - 2);
+    const SegmentFit before = fitter.segment(j - 1), after = fitter.segment(j);
+    write(r, after.dist < before.dist ? after : before, fitter.dist_exp());
   });
 }
 
@@ -403,10 +488,10 @@ void nearest_typed(const at::Tensor& x, const at::Tensor& points, at::Tensor& in
   using out_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
   int64_t* index_p = index.data_ptr<int64_t>();
   out_t* dist_p = dist.data_ptr<out_t>();
-  search_rows<scalar_t, acc_t>(x, tables, /*segments=*/false, [&](int64_t r, const auto* xrow, const auto& cand) {
-    const auto [j, d] = best_vertex(tables, xrow, cand);
+  search_rows<scalar_t, acc_t>(x, tables, /*segments=*/false, [&](int64_t r, const auto& fitter, const auto& cand) {
+    const auto [j, d] = best_vertex(fitter, cand);
     index_p[r] = j;
-    dist_p[r] = static_cast<out_t>(d);
+    dist_p[r] = static_cast<out_t>(std::ldexp(d, fitter.dist_exp()));
   });
 }
 

@@ -21,11 +21,17 @@ using acc_type = std::conditional_t<std::is_same_v<T, double>, double, float>;
 
 // Where output row r sits on the curve, as (segment j, fraction f): from a
 // coordinate tensor (decode) or from the expansion rule (expand).
+// Coordinates are read in float64 whatever their dtype: float32 cannot place
+// u = 2^24 + 0.5, and the codebook's dtype must not round the coordinate.
 template <typename acc_t>
 struct LocateCoordinate {
-  const acc_t* u;
+  const double* u;
   int64_t K;
-  __device__ void operator()(int64_t r, int64_t& j, acc_t& f) const { locate_coordinate(u[r], K, j, f); }
+  __device__ void operator()(int64_t r, int64_t& j, acc_t& f) const {
+    double f64;
+    locate_coordinate(u[r], K, j, f64);
+    f = static_cast<acc_t>(f64);
+  }
 };
 template <typename acc_t>
 struct LocateExpansion {
@@ -62,10 +68,10 @@ void launch_points_at(const at::Tensor& codebook, int64_t rows, Locate locate, a
 
 void decode(const at::Tensor& coord, const at::Tensor& codebook, at::Tensor& out) {
   const c10::cuda::CUDAGuard guard(codebook.device());
-  const at::Tensor u = coord.to(codebook.scalar_type() == at::kDouble ? at::kDouble : at::kFloat).contiguous();
+  const at::Tensor u = coord.to(at::kDouble).contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, codebook.scalar_type(), "sfvq_decode_cuda", [&] {
     using acc_t = acc_type<scalar_t>;
-    launch_points_at<scalar_t>(codebook, u.numel(), LocateCoordinate<acc_t>{u.data_ptr<acc_t>(), codebook.size(0)}, out);
+    launch_points_at<scalar_t>(codebook, u.numel(), LocateCoordinate<acc_t>{u.data_ptr<double>(), codebook.size(0)}, out);
   });
 }
 

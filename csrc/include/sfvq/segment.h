@@ -42,12 +42,6 @@ SFVQ_HD T expanded_squared_distance(T q, T p, T b, T t) {
   return q - T(2) * t * p + t * t * b;
 }
 
-// The expanded form loses digits when the distance is far below ||x - c||^2
-// (a point close to a long segment); then the distance is summed directly.
-template <typename T>
-SFVQ_HD bool expanded_form_cancels(T dist, T q) {
-  return dist < T(1e-3) * q;
-}
 
 // Expanded distance from x to segment i up to the per-row constant ||x||^2,
 // with g_j = <x, c_j>, a_i = <c_i, d_i>, n_i = ||c_i||^2, b_i = ||d_i||^2:
@@ -64,6 +58,30 @@ SFVQ_HD T segment_score(T g_i, T g_next, T a_i, T n_i, T b_i, T inv_b_i) {
 template <typename T>
 SFVQ_HD T lerp(T a, T b, T f) {
   return (T(1) - f) * a + f * b;
+}
+
+// One term of the final distance ||x - lerp(c0, c1, t)||^2, the only formula
+// any returned (or compared) exact distance is made of. Because lerp gives c1
+// exactly at t = 1 and c0 at t = 0, segments j-1 (t = 1) and j (t = 0) meeting
+// at vertex j get bit-identical distances, so exact ties stay exact and go to
+// the smallest index.
+template <typename T>
+SFVQ_HD T squared_gap(T x, T c0, T c1, T t) {
+  const T e = x - lerp(c0, c1, t);
+  return e * e;
+}
+
+// Power-of-two scaling (DESIGN.md section 6). Multiplying inputs and codebook by
+// 2^e is exact in binary floating point (away from subnormals), so the search can
+// run on values of order 1, where products neither overflow nor underflow, and
+// distances scale back by 2^(-2e) exactly. The exponent puts max_abs in [0.5, 1),
+// clamped to [-max_exp, max_exp] so that 2^e and 2^-e are representable.
+SFVQ_HD int scale_exponent(double max_abs, int max_exp) {
+  if (!(max_abs > 0.0)) return 0;
+  int e = 0;
+  frexp(max_abs, &e);  // max_abs = m 2^e with m in [0.5, 1)
+  e = -e;
+  return e < -max_exp ? -max_exp : (e > max_exp ? max_exp : e);
 }
 
 // Curve coordinate u -> (segment j, fraction f) for a curve of K >= 2 vertices:
