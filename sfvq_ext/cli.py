@@ -86,6 +86,8 @@ def _fit(args: argparse.Namespace) -> int:
     if args.generator is not None:
         options = _generator_options(args)
         adapter = _open_generator(args.generator, options, args.device)
+        if options["truncation"] is None and hasattr(adapter, "truncation"):
+            options["truncation"] = adapter.truncation  # BigGAN: record the value it renders with
         source = SamplerSource(adapter.latent_sampler(**_sampling_options(options)), dim=adapter.latent_dim)
         samples_per_epoch = args.samples_per_epoch
     else:
@@ -297,15 +299,23 @@ def _demo(args: argparse.Namespace) -> int:
 def _add_generator_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("generator")
     group.add_argument("--generator", default=None,
-                       help="stylegan2:PATH (rosinality .pt or NVlabs .pkl) or biggan:DIR")
-    group.add_argument("--nvlabs-code", default=None, help="your clone of NVlabs stylegan2-ada-pytorch/stylegan3 "
-                       "(needed for .pkl files)")
+                       help="stylegan2:PATH (a rosinality .pt, or an NVlabs .pkl: StyleGAN2-ADA, StyleGAN3 or "
+                       "TensorFlow-era StyleGAN2), stylegan3:PATH (NVlabs .pkl) or biggan:DIR "
+                       "(pytorch-pretrained-biggan directory)")
+    group.add_argument("--nvlabs-code", default=None, help="your clone of NVlabs stylegan2-ada-pytorch or stylegan3 "
+                       "(needed for .pkl files; TensorFlow-era pickles are converted by its legacy.py)")
     group.add_argument("--trust-pickle", action="store_true", help="allow full unpickling of a rosinality "
                        "checkpoint that stores its training arguments (runs code from the file)")
-    group.add_argument("--class", dest="class_idx", type=int, default=None, help="class index (BigGAN)")
+    group.add_argument("--class", dest="class_idx", type=int, default=None,
+                       help="class index, for class-conditional generators only: conditional StyleGAN2-ADA / "
+                       "StyleGAN3 pickles (the label the mapping network gets when latents are sampled; required "
+                       "for them) and BigGAN (required; with --latent z the class is fixed for the run). "
+                       "Unconditional StyleGAN2/3 refuse it")
     group.add_argument("--latent", choices=["z", "z+class"], default="z", help="BigGAN latent: z, or z and the class "
                        "embedding")
-    group.add_argument("--truncation", type=float, default=None, help="truncation of sampled latents")
+    group.add_argument("--truncation", type=float, default=None,
+                       help="StyleGAN: truncation psi of sampled W latents towards w_avg (default 1: none); BigGAN: "
+                       "scale of the sampled z and the truncation the generator renders with (default 0.4)")
 
 
 def _add_run_command(commands, name: str, help_text: str, run):
@@ -383,8 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, TypeError, FileNotFoundError) as err:  # bad input: a message, not a traceback
-        parser.exit(2, f"sfvq {args.command}: error: {err}\n")
+    except (ValueError, TypeError, FileNotFoundError) as err:  # bad input: one line, not a traceback
+        parser.exit(2, f"sfvq {args.command}: error: {' '.join(str(err).split())}\n")
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ def edit_grid(adapter, latents: Tensor, direction: Tensor, strengths, path=None,
         raise ValueError("edit_grid: strengths must hold at least one value")
     n = len(latents)
     repeated = latents.repeat_interleave(len(strengths), dim=0)
-    per_row = torch.tensor(strengths, dtype=latents.dtype).repeat(n)
+    per_row = torch.tensor(strengths, dtype=torch.promote_types(latents.dtype, torch.float32)).repeat(n)
     edited = adapter.apply_direction(repeated, direction, per_row, layers=layers)
     images = adapter.render(edited, batch_size=batch_size, progress=progress)
     if path is not None:
@@ -90,12 +90,15 @@ def augment_segment(adapter, codebook: Tensor, segment: int, n: int, out_dir, *,
                     progress: bool = True, scale: int = 1) -> dict:
     """A controlled augmentation set: ``n`` latents evenly spaced along curve segment
     ``segment`` (ends included), rendered. Writes ``out_dir/frame_000.png`` ...,
-    ``latents.npy`` and ``sheet.png`` (all frames in a row); returns what it wrote."""
+    ``latents.npy`` (n, D) in the codebook's dtype promoted to at least float32,
+    and ``sheet.png`` (all frames in a row); returns what it wrote and the float64
+    position of each frame along the segment (``t``, so frame j sits at curve
+    coordinate ``segment + t[j]``)."""
     import numpy as np
 
     from .checkpoint import atomic_write_bytes
 
-    latents = adapter.segment_points(codebook.detach().float(), segment, n)
+    latents = adapter.segment_points(codebook.detach(), segment, n)
     images = adapter.render(latents, batch_size=batch_size, progress=progress)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -104,4 +107,5 @@ def augment_segment(adapter, codebook: Tensor, segment: int, n: int, out_dir, *,
     np.save(buffer, latents.cpu().numpy())
     atomic_write_bytes(out_dir / "latents.npy", buffer.getvalue())
     sheet = save_png(image_grid(images, n, scale=scale), out_dir / "sheet.png")
-    return {"frames": [str(f) for f in frames], "latents": str(out_dir / "latents.npy"), "sheet": str(sheet)}
+    t = torch.linspace(0, 1, n, dtype=torch.float64).tolist()
+    return {"frames": [str(f) for f in frames], "latents": str(out_dir / "latents.npy"), "sheet": str(sheet), "t": t}

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import abc
+import operator
 from collections.abc import Iterable
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .. import ops
+
+def _as_int(value):
+    """``value`` as an int if it is an integer (int, numpy or 0-d tensor integer; not bool), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
 
 
 class GeneratorAdapter(abc.ABC):
@@ -81,8 +90,11 @@ class GeneratorAdapter(abc.ABC):
     def apply_direction(self, latents: Tensor, direction: Tensor, strength, layers=None) -> Tensor:
         """``latents + strength * direction``; with ``layers`` only those W+ layers move
         (the result is then per layer, ``(n, num_layers, latent_dim)``).
-        ``strength`` is a number or one value per latent."""
+        ``strength`` is a number or one value per latent. The result is in the
+        latents' dtype promoted to at least float32 (a bfloat16 latent moved by a
+        small strength would not move at all)."""
         latents = self.check_latents(latents, "apply_direction")
+        latents = latents.to(torch.promote_types(latents.dtype, torch.float32))
         direction = torch.as_tensor(direction, dtype=latents.dtype, device=latents.device)
         if direction.shape != (self.latent_dim,):
             raise ValueError(f"apply_direction: direction must have shape ({self.latent_dim},), got {tuple(direction.shape)}")
@@ -104,11 +116,26 @@ class GeneratorAdapter(abc.ABC):
     @staticmethod
     def segment_points(codebook: Tensor, segment: int, n: int) -> Tensor:
         """``n`` evenly spaced points along curve segment ``segment`` (both ends
-        included): a controlled augmentation set between ``c_i`` and ``c_{i+1}``."""
+        included): a controlled augmentation set between ``c_i`` and ``c_{i+1}``.
+
+        ``codebook``: (K, D) floating-point, any device. Returns (n, D) on its device,
+        in its dtype promoted to at least float32: point j is
+        ``(1 - t_j) c_i + t_j c_{i+1}`` with ``t_j = j / (n - 1)``, computed in float64
+        from the vertices as stored. (The curve coordinate ``i + t_j`` is never cast to
+        the codebook's dtype: in bfloat16, 300 and 300.25 are the same number.)
+        Raises ``TypeError`` / ``ValueError`` for a bad codebook, segment or n."""
+        if not isinstance(codebook, Tensor) or not codebook.is_floating_point() or codebook.dim() != 2:
+            got = f"{codebook.dtype} tensor of shape {tuple(codebook.shape)}" if isinstance(codebook, Tensor) \
+                else type(codebook).__name__
+            raise TypeError(f"segment_points: codebook must be a floating-point (K, D) tensor, got {got}")
         K = codebook.shape[0]
-        if not 0 <= segment <= K - 2:
-            raise ValueError(f"segment_points: segment must be in [0, {K - 2}], got {segment}")
-        if n < 1:
-            raise ValueError(f"segment_points: n must be positive, got {n}")
-        coords = segment + torch.linspace(0, 1, n, dtype=torch.float64)
-        return ops.decode(coords.to(codebook.dtype), codebook.detach())
+        i, count = _as_int(segment), _as_int(n)
+        if i is None or not 0 <= i <= K - 2:
+            raise ValueError(f"segment_points: segment must be an int in [0, {K - 2}], got {segment!r}")
+        if count is None or count < 1:
+            raise ValueError(f"segment_points: n must be a positive int, got {n!r}")
+        segment, n = i, count
+        ends = codebook[segment : segment + 2].detach().double()
+        t = torch.linspace(0, 1, n, dtype=torch.float64, device=codebook.device)[:, None]
+        points = (1 - t) * ends[0] + t * ends[1]
+        return points.to(torch.promote_types(codebook.dtype, torch.float32))

@@ -284,7 +284,11 @@ class Generator(nn.Module):
     @classmethod
     def from_state_dict(cls, state: dict[str, Tensor]) -> "Generator":
         """Build a generator whose shape matches ``state`` (a rosinality ``g_ema``
-        state dict or one of ours) and load it, strictly."""
+        state dict or one of ours) and load it, strictly.
+
+        Raises ``ValueError`` when keys are missing or unexpected, or when a
+        parameter's shape differs from the one the derived architecture needs
+        (the message names the parameter and both shapes)."""
         try:
             style_dim = state["style.1.weight"].shape[1]
             n_mlp = sum(1 for k in state if k.startswith("style.") and k.endswith(".weight"))
@@ -296,10 +300,17 @@ class Generator(nn.Module):
             raise ValueError(f"not a StyleGAN2 generator state dict in the rosinality layout (missing {err})") from err
         lr_mlp = 0.01  # rosinality's default; it is not stored in the state dict
         g = cls(size, style_dim=style_dim, n_mlp=n_mlp, lr_mlp=lr_mlp, channels=channels)
-        result = g.load_state_dict(state, strict=False)
-        unexpected = [k for k in result.unexpected_keys]
-        missing = [k for k in result.missing_keys]
+        want = g.state_dict()
+        missing = [k for k in want if k not in state]
+        unexpected = [k for k in state if k not in want]
         if missing or unexpected:
             raise ValueError(f"state dict does not fit a StyleGAN2 generator of size {size}: "
                              f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+        for name, value in state.items():  # load_state_dict would raise a bare RuntimeError
+            if not isinstance(value, Tensor):
+                raise ValueError(f"parameter {name} is a {type(value).__name__}, not a tensor")
+            if value.shape != want[name].shape:
+                raise ValueError(f"parameter {name} has shape {tuple(value.shape)}, but a StyleGAN2 generator of "
+                                 f"size {size} with these channel counts needs {tuple(want[name].shape)}")
+        g.load_state_dict(state)
         return g

@@ -1,0 +1,1 @@
+"""Stand-in for the TensorFlow-era dnnlib.tflib (test helper)."""
