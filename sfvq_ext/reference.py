@@ -14,44 +14,53 @@ from torch import Tensor
 from .ops import Projection
 
 
-def _power_of_two_exponent(*tensors: Tensor) -> int:
-    """e such that 2^e times the largest magnitude among ``tensors`` lies in [0.5, 1).
-
-    Multiplying by 2^e is exact in binary floating point (away from subnormals), so
-    the float64 brute force below runs on scaled values, where no product or
-    square overflows, whatever the magnitude of the input (DESIGN.md section 6)."""
-    largest = max((float(t.abs().max()) for t in tensors if t.numel()), default=0.0)
-    if largest == 0.0:
-        return 0
-    return -math.frexp(largest)[1]
-
-
-def _ldexp(t: Tensor, e: int) -> Tensor:
-    """t * 2^e for any int e, in steps of at most 2^1000 (2^e itself may not be a float64)."""
-    while e:
-        step = max(-1000, min(1000, e))
-        t = t * 2.0**step
-        e -= step
+def _ldexp(t: Tensor, e) -> Tensor:
+    """t * 2^e (e an int, or an int tensor broadcasting against t), in steps of at
+    most 2^1000 because 2^e itself may not be a float64 number."""
+    e = torch.as_tensor(e, dtype=torch.int64)
+    while bool((e != 0).any()):
+        step = e.clamp(-1000, 1000)
+        t = t * torch.pow(2.0, step.double())
+        e = e - step
     return t
 
 
-def _unscale_squared(dist: Tensor, e: int) -> Tensor:
-    """Squared distances computed on values scaled by 2^e, back in the input's units (Inf beyond float64)."""
+def _row_exponents(x: Tensor, table: Tensor) -> Tensor:
+    """Per row of x (N, D): e such that 2^e times the larger of the row's and the table's
+    largest magnitude lies in [0.5, 1) (0 where both are zero), int64 (N,)."""
+    largest = torch.maximum(x.abs().amax(dim=1), table.abs().max()) if x.shape[1] else x.new_zeros(len(x))
+    _, exponent = torch.frexp(largest)
+    return torch.where(largest > 0, -exponent.long(), 0)
+
+
+def _scaled(x: Tensor, table: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """x and the table both multiplied by 2^e for each row's e (:func:`_row_exponents`):
+    (N, D) and (N, K, D), and e. Multiplying by a power of two is exact (away from
+    subnormals), so the float64 brute force below runs where no square overflows,
+    whatever the magnitude of the input (DESIGN.md section 6)."""
+    e = _row_exponents(x, table)
+    return _ldexp(x, e[:, None]), _ldexp(table[None], e[:, None, None]), e
+
+
+def _unscale_squared(dist: Tensor, e: Tensor) -> Tensor:
+    """Squared distances computed on values scaled by 2^e, in the input's units (Inf beyond float64)."""
     return _ldexp(dist, -2 * e)
 
 
 def _segment_fits(x: Tensor, codebook: Tensor) -> tuple[Tensor, Tensor]:
     """t and squared distance of every row of x (N, D) to every segment: (N, K-1) each.
+    ``codebook`` is (K, D), or (N, K, D) for one (scaled) copy per row.
 
     The distance is always ||x - ((1 - t) c_i + t c_{i+1})||^2: that point is c_{i+1}
     exactly at t = 1 and c_i at t = 0, so two segments meeting at the nearest vertex
     tie exactly (and argmin takes the first)."""
-    c0, c1 = codebook[:-1], codebook[1:]
+    c = codebook if codebook.dim() == 3 else codebook[None]
+    c0, c1 = c[:, :-1], c[:, 1:]
     d = c1 - c0
     length2 = (d * d).sum(-1)
-    p = ((x[:, None, :] - c0[None]) * d[None]).sum(-1)
+    p = ((x[:, None, :] - c0) * d).sum(-1)
     t = torch.where(length2 > 0, p / torch.where(length2 > 0, length2, 1), torch.zeros_like(p)).clamp(0, 1)
-    point = (1 - t)[..., None] * c0[None] + t[..., None] * c1[None]  # (N, K-1, D)
+    point = (1 - t)[..., None] * c0 + t[..., None] * c1  # (N, K-1, D)
     dist = ((x[:, None, :] - point) ** 2).sum(-1)
     return t, dist
 
@@ -65,59 +74,53 @@ def _projection(x: Tensor, codebook: Tensor, segment: Tensor, t: Tensor, dist: T
 def project(x: Tensor, codebook: Tensor, chunk: int = 256) -> Projection:
     """Exact projection by brute force over every segment, float64. Ties: smallest segment.
 
-    Inputs and codebook are scaled together by a power of two (exact) before the
-    search, so any finite float32 input, and float64 input up to ~1e307, is answered."""
+    Each row and the codebook are scaled together by a power of two (exact) before
+    the search, so every finite input is answered; distances beyond float64 are Inf."""
     shape = x.shape[:-1]
     x = x.reshape(-1, x.shape[-1]).double()
     codebook = codebook.double()
-    e = _power_of_two_exponent(x, codebook)
-    xs, cs = _ldexp(x, e), _ldexp(codebook, e)
     seg, tt, dd = [], [], []
-    for rows in xs.split(chunk):
-        t, dist = _segment_fits(rows, cs)
+    for rows in x.split(chunk):
+        xs, cs, e = _scaled(rows, codebook)
+        t, dist = _segment_fits(xs, cs)
         best = dist.argmin(dim=1)  # first minimum: the smallest index among ties
         seg.append(best)
         tt.append(t.gather(1, best[:, None])[:, 0])
-        dd.append(dist.gather(1, best[:, None])[:, 0])
+        dd.append(_unscale_squared(dist.gather(1, best[:, None])[:, 0], e))
     if not seg:
         empty = x.new_empty(0)
         return _projection(x, codebook, empty.long(), empty, empty, shape)
-    return _projection(x, codebook, torch.cat(seg), torch.cat(tt), _unscale_squared(torch.cat(dd), e), shape)
+    return _projection(x, codebook, torch.cat(seg), torch.cat(tt), torch.cat(dd), shape)
 
 
 def project_vertex_rule(x: Tensor, codebook: Tensor) -> Projection:
     """The original SFVQ authors' evaluation rule, stated literally, in float64:
     nearest vertex j (first on ties), j clamped to [1, K-2], then segment j-1
     unless segment j is strictly nearer. Departures, where their code breaks:
-    t = 0 on zero-length segments (theirs divides by zero) and K = 2 uses segment 0."""
+    t = 0 on zero-length segments (theirs divides by zero) and K = 2 uses segment 0.
+    Scaled per row as in :func:`project`."""
     shape = x.shape[:-1]
     x = x.reshape(-1, x.shape[-1]).double()
     c = codebook.double()
-    e = _power_of_two_exponent(x, c)
-    xs, cs = _ldexp(x, e), _ldexp(c, e)
-    K = c.shape[0]
-    if K == 2:
-        t, dist = _segment_fits(xs, cs)
-        return _projection(x, c, torch.zeros(len(x), dtype=torch.long), t[:, 0], _unscale_squared(dist[:, 0], e), shape)
-    vertex_dist = ((xs[:, None, :] - cs[None]) ** 2).sum(-1)
-    j = vertex_dist.argmin(dim=1).clamp(1, K - 2)
-    rows = torch.arange(len(x))
+    xs, cs, e = _scaled(x, c)
     t, dist = _segment_fits(xs, cs)
-    t_before, d_before = t[rows, j - 1], dist[rows, j - 1]
-    t_after, d_after = t[rows, j], dist[rows, j]
-    take_after = d_after < d_before
+    if c.shape[0] == 2:
+        return _projection(x, c, torch.zeros(len(x), dtype=torch.long), t[:, 0], _unscale_squared(dist[:, 0], e), shape)
+    vertex_dist = ((xs[:, None, :] - cs) ** 2).sum(-1)
+    j = vertex_dist.argmin(dim=1).clamp(1, c.shape[0] - 2)
+    rows = torch.arange(len(x))
+    take_after = dist[rows, j] < dist[rows, j - 1]
     segment = torch.where(take_after, j, j - 1)
-    return _projection(x, c, segment, torch.where(take_after, t_after, t_before),
-                       _unscale_squared(torch.where(take_after, d_after, d_before), e), shape)
+    return _projection(x, c, segment, t[rows, segment], _unscale_squared(dist[rows, segment], e), shape)
 
 
 def nearest(x: Tensor, points: Tensor) -> tuple[Tensor, Tensor]:
-    """Brute-force nearest row of points, float64 (scaled as in :func:`project`). Ties: smallest index."""
+    """Brute-force nearest row of points, float64 (scaled per row as in :func:`project`).
+    Ties: smallest index."""
     shape = x.shape[:-1]
     x = x.reshape(-1, x.shape[-1]).double()
-    p = points.double()
-    e = _power_of_two_exponent(x, p)
-    dist = ((_ldexp(x, e)[:, None, :] - _ldexp(p, e)[None]) ** 2).sum(-1)
+    xs, ps, e = _scaled(x, points.double())
+    dist = ((xs[:, None, :] - ps) ** 2).sum(-1)
     best = dist.argmin(dim=1)
     return best.reshape(shape), _unscale_squared(dist.gather(1, best[:, None])[:, 0], e).reshape(shape)
 
