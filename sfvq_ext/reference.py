@@ -67,7 +67,7 @@ def _segment_fits(x: Tensor, codebook: Tensor) -> tuple[Tensor, Tensor]:
 
 def _projection(x: Tensor, codebook: Tensor, segment: Tensor, t: Tensor, dist: Tensor, shape) -> Projection:
     point = (1 - t)[:, None] * codebook[segment] + t[:, None] * codebook[segment + 1]
-    return Projection(point.reshape(*shape, -1), segment.reshape(shape), t.reshape(shape),
+    return Projection(point.reshape(*shape, codebook.shape[1]), segment.reshape(shape), t.reshape(shape),
                       (segment + t).reshape(shape), dist.reshape(shape))
 
 
