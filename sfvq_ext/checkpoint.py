@@ -104,18 +104,22 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
 
 
 def module_info(module: SFVQ) -> dict:
+    """The module's settings as recorded in a file's metadata (the layout switches since issue 13)."""
     return {"dim": module.dim, "bits": module.bits, "codebook_size": module.codebook_size,
             "gradient": module.gradient, "start_bits": module.start_bits, "expand_eps": module.expand_eps,
-            "dtype": str(module.weight.dtype).removeprefix("torch.")}
+            "dtype": str(module.weight.dtype).removeprefix("torch."),
+            "accept_image_fmap": module.accept_image_fmap, "channel_last": module.channel_last}
 
 
 def module_from(tensors: dict[str, torch.Tensor], info: dict, device=None) -> SFVQ:
+    """The :class:`SFVQ` a file describes (files written before the layout switches
+    were recorded get the defaults)."""
     settings = info["module"]
     module = SFVQ(settings["dim"], settings["bits"], gradient=settings["gradient"], start_bits=settings["start_bits"],
-                  expand_eps=settings["expand_eps"], dtype=getattr(torch, settings["dtype"]), device=device)
-    with torch.no_grad():
-        module.weight[: settings["codebook_size"]] = tensors["codebook"].to(module.weight)
-    module.set_extra_state({"size": settings["codebook_size"], "initialized": True})
+                  expand_eps=settings["expand_eps"], dtype=getattr(torch, settings["dtype"]), device=device,
+                  accept_image_fmap=settings.get("accept_image_fmap", False),
+                  channel_last=settings.get("channel_last", True))
+    module.set_codebook(tensors["codebook"])
     if "segment_counts" in tensors:
         module.segment_counts[: settings["codebook_size"] - 1] = tensors["segment_counts"].to(module.segment_counts)
     module.history = info.get("history", [])
@@ -135,4 +139,7 @@ def save(module: SFVQ, path: str | os.PathLike) -> None:
 def load(path: str | os.PathLike, device=None) -> SFVQ:
     """The :class:`SFVQ` saved at ``path`` (a fitted curve or a training checkpoint), in eval mode."""
     tensors, info = read_checkpoint(path)
-    return module_from(tensors, info, device=device).eval()
+    try:
+        return module_from(tensors, info, device=device).eval()
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"checkpoint {path} does not hold a usable curve: {err}") from err

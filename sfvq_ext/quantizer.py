@@ -1,27 +1,110 @@
-"""The SFVQ quantizer as an ``nn.Module`` to drop into a model."""
+"""The SFVQ quantizer as an ``nn.Module`` to drop into a model.
+
+Its interface follows ``VectorQuantize`` of vector-quantize-pytorch
+(https://github.com/lucidrains/vector-quantize-pytorch) where the meaning is the
+same: ``forward`` returns ``(quantized, indices, loss)``; ``accept_image_fmap``,
+``channel_last``, ``sync_codebook``, ``freeze_codebook``, ``get_codes_from_indices``
+and ``get_output_from_indices`` carry that library's names. What differs, and why,
+is stated on :class:`SFVQ`.
+"""
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 from . import ops
 
+__all__ = ["SFVQ", "GRADIENT_MODES", "hash_uniform"]
+
 GRADIENT_MODES = ("nsvq", "straight_through", "none")
+
+# ---------------------------------------------------------------------------
+# A counter-based random stream written in tensor ops, for seeded modules.
+#
+# A torch.Generator cannot enter a torch.compile graph, so a seeded module draws
+# its dither and noise from a hash of (key, step, stream, element index) instead:
+# the state is four integers in a buffer (it is saved, loaded, moved to a device
+# and broadcast like any other), every draw is a pure function of it, and the
+# same integers give the same bits on every device. The hash is "lowbias32"
+# (Chris Wellons, public domain): xor-shift / multiply rounds on 32-bit words. The
+# words live in int64 tensors and each product is split so no int64 overflows.
+
+_M32 = 0xFFFFFFFF
+_DITHER_STREAM, _NOISE_STREAM = 1, 2
+
+
+def _mul32(x: Tensor, c: int) -> Tensor:
+    """(x * c) mod 2**32 for x in [0, 2**32) held in int64, without int64 overflow."""
+    lo = x * (c & 0xFFFF)  # < 2**48
+    hi = ((x * (c >> 16)) & 0xFFFF) << 16  # the product's bits 16..31
+    return (lo + hi) & _M32
+
+
+def _mix32(x: Tensor) -> Tensor:
+    """lowbias32: a bijective 32-bit hash with good avalanche (inputs in [0, 2**32))."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def hash_uniform(state: Tensor, n: int, stream: int, salt: int = 0) -> Tensor:
+    """``n`` float32 numbers in ``[0, 1)`` (multiples of ``2**-24``) from the counter-based
+    stream of a seeded :class:`SFVQ`.
+
+    ``state`` is the module's ``rng_state`` buffer, int64 ``(4,)``: ``[seeded, key_lo,
+    key_hi, step]`` (keys in ``[0, 2**32)``). Element ``i`` is a hash of ``(key_lo,
+    key_hi, step, stream, salt, i)``: the same integers give the same numbers on every
+    device, in eager mode and inside a compiled graph. Returns a tensor on ``state``'s device.
+    """
+    step = state[3]
+    word = _mix32(torch.full_like(step, (stream & 0xFFFF) | (salt & 0xFFFF) << 16))
+    word = _mix32(word ^ (step >> 32))
+    word = _mix32(word ^ (step & _M32))
+    word = _mix32(word ^ state[2])
+    word = _mix32(word ^ state[1])
+    index = torch.arange(n, dtype=torch.int64, device=state.device)
+    h = _mix32(_mix32((index & _M32) ^ word) ^ (index >> 32))
+    return (h >> 8).to(torch.float32) * 2.0**-24
+
+
+def _hash_normal(state: Tensor, n: int, salt: int) -> Tensor:
+    """``n`` standard normal float32 numbers from :func:`hash_uniform` (Box-Muller)."""
+    half = (n + 1) // 2
+    u = hash_uniform(state, 2 * half, _NOISE_STREAM, salt)
+    radius = torch.sqrt(-2.0 * torch.log1p(-u[:half]))  # 1 - u in (0, 1]: finite
+    angle = (2 * math.pi) * u[half:]
+    return torch.cat([radius * torch.cos(angle), radius * torch.sin(angle)])[:n]
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
 
 
 class SFVQ(nn.Module):
     """Space-filling vector quantizer: an ordered codebook read as a curve.
 
-    ``forward(x)`` takes ``(..., dim)`` and returns ``(quantized, indices, loss)``:
+    ``forward(x)`` takes ``x`` of shape ``(..., dim)`` (any float dtype) and returns
+    ``(quantized, indices, loss)``:
 
     * train mode: each row goes to the nearest *dithered* point (one random point
       per segment, shared by the batch); ``indices`` are those segments;
     * eval mode: the exact nearest point on the curve; ``indices`` are its segments;
-    * ``loss`` is the mean squared quantization error ``mean((x - q)^2)``,
-      differentiable in the codebook (and in ``x``).
+    * ``quantized`` has ``x``'s shape and dtype; ``indices`` is int64 of ``x``'s shape
+      without the channel dimension; ``loss`` is the float32 (float64 for a float64
+      codebook) mean squared quantization error ``mean((x - q)^2)``, differentiable in
+      the codebook (and in ``x``).
+
+    With ``return_coords=True`` a fourth output holds each row's curve coordinate
+    ``segment + t`` (float32; float64 for a float64 codebook): in training the
+    coordinate of its dithered point, in eval of its exact nearest point.
+    ``get_output_from_coords(coords)`` gives back ``quantized`` (up to rounding).
 
     How gradients reach ``x`` through ``quantized`` (``gradient=``):
 
@@ -35,37 +118,97 @@ class SFVQ(nn.Module):
     In eval mode ``"nsvq"`` and ``"none"`` return the exact point ``q``, whose
     gradient to ``x`` is the projection onto its segment.
 
-    The codebook grows by doubling: it starts at ``2**start_bits`` vectors when
-    initialised (from the first training batch, or :meth:`initialize`), and
-    :meth:`expand` doubles it up to ``2**bits``. Storage for all ``2**bits`` rows
-    is allocated up front (``weight``), so the parameter, an optimizer's state and
+    **Growth.** The codebook starts at ``2**start_bits`` vectors when initialised
+    (from the first training batch, :meth:`initialize`, or :meth:`set_codebook`), and
+    :meth:`expand` doubles it up to ``2**bits``. Storage for all ``2**bits`` rows is
+    allocated up front (``weight``), so the parameter, an optimizer's state and
     ``DistributedDataParallel`` keep working across expansions; ``codebook`` is the
-    part in use. Inputs of any float dtype are quantized against the codebook's
-    dtype (float32 by default, also under autocast) and returned in their own dtype.
+    part in use. Inputs of any float dtype are quantized against the codebook's dtype
+    (float32 by default, also under autocast) and returned in their own dtype.
+
+    **Layout** (vector-quantize-pytorch's switches): ``accept_image_fmap=True`` takes
+    image feature maps ``(B, dim, H, W)`` and returns ``quantized`` ``(B, dim, H, W)``
+    and ``indices`` ``(B, H, W)``; ``channel_last=False`` takes ``(B, dim, ...)`` (the
+    channel second) and returns the same layout. The default is ``(..., dim)``.
+
+    **State.** Everything is in tensors: ``weight`` (parameter), the buffers
+    ``segment_counts``, ``curve_size`` (rows in use), ``curve_initialized`` and
+    ``rng_state``. So ``state_dict()`` holds only tensors (``safetensors.torch.save_model``
+    works) and a loaded module knows its size. A state dict written before these
+    buffers existed (its ``_extra_state`` dict) still loads; one without the size
+    (``strict=False``, tensors kept by hand) is read from its ``weight`` with a
+    warning: non-zero rows make it initialised, never overwritten by the next batch.
+
+    **Several processes.** The module never calls a collective unless
+    ``sync_codebook=True``. Then (with a process group initialised) the starting curve
+    is rank 0's (broadcast in :meth:`initialize`) and every training step's segment
+    counts are summed over the ranks (``all_reduce``), so ``segment_usage`` and
+    ``perplexity`` are the global ones on every rank, as in :func:`sfvq_ext.fit`.
+    Use it under ``DistributedDataParallel`` (which averages the gradients), and
+    call ``forward`` on every rank at every step. Without it each rank counts its own
+    rows (note that DDP's default ``broadcast_buffers=True`` copies rank 0's buffers
+    to every rank before each forward).
+
+    **Randomness.** The dither and the NSVQ noise come from the global RNG, or, after
+    ``vq.generator = torch.Generator().manual_seed(s)`` (or ``vq.manual_seed(s)``),
+    from the module's own counter-based stream (:func:`hash_uniform`): reproducible,
+    the same on CPU and CUDA, saved in ``rng_state``, and able to run inside one
+    ``torch.compile(fullgraph=True)`` graph. The dither depends on the seed and step
+    only (the same on every rank, as in ``fit``); the noise also on the rank.
+
+    **Differences from** ``VectorQuantize``: ``indices`` name *segments*
+    ``c_i -> c_{i+1}`` (in ``[0, K-2]``), not codebook rows, and a segment index drops
+    the position along the segment: the full index of a row is its curve coordinate.
+    ``get_codes_from_indices`` therefore returns segment midpoints and
+    ``get_output_from_coords`` is the lossless counterpart. ``sync_codebook`` defaults
+    to ``False`` (not "whenever a process group exists"). There is no EMA update,
+    commitment weight or input projection: ``loss`` is the plain quantization MSE.
+
+    Args:
+        dim: width of the vectors.
+        bits: the full codebook has ``2**bits`` vectors (2 <= bits <= 24).
+        gradient: ``"nsvq"``, ``"straight_through"`` or ``"none"`` (see above).
+        start_bits: initial size ``2**start_bits`` (2 <= start_bits <= bits).
+        expand_eps: spacing of the new vertices in :meth:`expand`, in (0, 0.5).
+        accept_image_fmap, channel_last: input layout (see above).
+        sync_codebook: sum usage counts over ranks and broadcast the starting curve.
+        freeze_codebook: the codebook gets no gradient (``forward`` may override it).
+
+    Raises:
+        ValueError / TypeError naming the argument for bad settings or input.
     """
 
     def __init__(self, dim: int, bits: int, *, gradient: str = "nsvq", start_bits: int = 2,
-                 expand_eps: float = 0.01, device=None, dtype=None):
+                 expand_eps: float = 0.01, accept_image_fmap: bool = False, channel_last: bool = True,
+                 sync_codebook: bool = False, freeze_codebook: bool = False, device=None, dtype=None):
         super().__init__()
-        if not isinstance(dim, int) or dim < 1:
+        if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
             raise ValueError(f"SFVQ: dim must be a positive int, got {dim!r}")
-        if not isinstance(bits, int) or not 2 <= bits <= 24:
+        if not isinstance(bits, int) or isinstance(bits, bool) or not 2 <= bits <= 24:
             raise ValueError(f"SFVQ: bits must be an int in [2, 24] (a curve of 2**bits vectors), got {bits!r}")
         if not isinstance(start_bits, int) or not 2 <= start_bits <= bits:
             raise ValueError(f"SFVQ: start_bits must be an int in [2, bits={bits}], got {start_bits!r}")
         if gradient not in GRADIENT_MODES:
             raise ValueError(f"SFVQ: gradient must be one of {GRADIENT_MODES}, got {gradient!r}")
-        if not 0 < expand_eps < 0.5:
+        if not isinstance(expand_eps, (int, float)) or not 0 < expand_eps < 0.5:
             raise ValueError(f"SFVQ: expand_eps must be in (0, 0.5), got {expand_eps!r}")
+        for name, value in (("accept_image_fmap", accept_image_fmap), ("channel_last", channel_last),
+                            ("sync_codebook", sync_codebook), ("freeze_codebook", freeze_codebook)):
+            if not isinstance(value, bool):
+                raise TypeError(f"SFVQ: {name} must be a bool, got {value!r}")
         self.dim, self.bits, self.start_bits = dim, bits, start_bits
         self.gradient, self.expand_eps = gradient, float(expand_eps)
-        factory = {"device": device, "dtype": dtype}
-        self.weight = nn.Parameter(torch.zeros(2**bits, dim, **factory))
+        self.accept_image_fmap, self.channel_last = accept_image_fmap, channel_last
+        self.sync_codebook, self.freeze_codebook = sync_codebook, freeze_codebook
+        self.weight = nn.Parameter(torch.zeros(2**bits, dim, device=device, dtype=dtype))
         self.register_buffer("segment_counts", torch.zeros(2**bits - 1, dtype=torch.int64, device=device))
-        self._size = 2**start_bits  # codebook rows in use
-        self._initialized = False
-        # Optional torch.Generator (on CPU) for the dither and NSVQ noise; None: the global RNG.
-        self.generator: torch.Generator | None = None
+        self.register_buffer("curve_size", torch.tensor(2**start_bits, dtype=torch.int64, device=device))
+        self.register_buffer("curve_initialized", torch.tensor(False, device=device))
+        self.register_buffer("rng_state", torch.zeros(4, dtype=torch.int64, device=device))
+        # Python copies of the buffers above, read by forward (a compiled graph
+        # specialises on them); every method that changes one changes both.
+        self._size, self._initialized, self._seeded = 2**start_bits, False, False
+        self._generator: torch.Generator | None = None
         # Per-stage records of sfvq_ext.fit (loss, perplexity, ...); saved with the curve.
         self.history: list[dict] = []
 
@@ -75,6 +218,10 @@ class SFVQ(nn.Module):
     def codebook(self) -> Tensor:
         """The curve in use, ``(codebook_size, dim)``: a view of ``weight``."""
         return self.weight[: self._size]
+
+    @codebook.setter
+    def codebook(self, codebook: Tensor) -> None:
+        self.set_codebook(codebook)
 
     @property
     def codebook_size(self) -> int:
@@ -90,7 +237,8 @@ class SFVQ(nn.Module):
 
     @property
     def segment_usage(self) -> Tensor:
-        """Training hits per segment since the last :meth:`reset_usage` (or expansion), ``(codebook_size - 1,)``."""
+        """Training hits per segment since the last :meth:`reset_usage` (or expansion),
+        int64 ``(codebook_size - 1,)``; summed over ranks with ``sync_codebook``."""
         return self.segment_counts[: self._size - 1]
 
     @property
@@ -106,107 +254,316 @@ class SFVQ(nn.Module):
     def reset_usage(self) -> None:
         self.segment_counts.zero_()
 
-    def get_extra_state(self) -> dict:
-        return {"size": self._size, "initialized": self._initialized}
+    @torch.no_grad()
+    def _set_curve(self, size: int, initialized: bool) -> None:
+        self._size, self._initialized = int(size), bool(initialized)
+        self.curve_size.fill_(self._size)
+        self.curve_initialized.fill_(self._initialized)
 
-    def set_extra_state(self, state: dict) -> None:
-        size = int(state["size"])
-        if size < 4 or size > 2**self.bits or size & (size - 1):
-            raise ValueError(f"SFVQ: state holds a codebook size of {size}, expected a power of two in [4, {2**self.bits}]")
-        self._size, self._initialized = size, bool(state["initialized"])
+    @torch.no_grad()
+    def set_codebook(self, codebook: Tensor) -> None:
+        """Use ``codebook`` ``(K, dim)`` (K a power of two in ``[4, 2**bits]``, finite) as the
+        curve: the module becomes initialised at size K; usage counts are reset."""
+        if not isinstance(codebook, Tensor) or not codebook.is_floating_point():
+            raise TypeError(f"SFVQ.set_codebook: codebook must be a floating-point tensor, got "
+                            f"{codebook.dtype if isinstance(codebook, Tensor) else type(codebook).__name__}")
+        K = codebook.shape[0] if codebook.dim() == 2 else 0
+        if codebook.dim() != 2 or codebook.shape[1] != self.dim or K < 4 or K > 2**self.bits or K & (K - 1):
+            raise ValueError(f"SFVQ.set_codebook: codebook must have shape (K, {self.dim}) with K a power of two "
+                             f"in [4, {2**self.bits}], got {tuple(codebook.shape)}")
+        if not torch.isfinite(codebook).all():
+            raise ValueError("SFVQ.set_codebook: codebook contains NaN or Inf")
+        self.weight.zero_()
+        self.weight[:K] = codebook.to(self.weight)
+        self._set_curve(K, True)
+        self.reset_usage()
+
+    @torch.no_grad()
+    def reset_codebook(self) -> None:
+        """Back to the state of a new module: zero weight, size ``2**start_bits``,
+        uninitialised (the next training batch starts a new curve), no counts."""
+        self.weight.zero_()
+        self._set_curve(2**self.start_bits, False)
+        self.reset_usage()
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        size_key, flag_key, rng_key = prefix + "curve_size", prefix + "curve_initialized", prefix + "rng_state"
+        legacy = state_dict.pop(prefix + "_extra_state", None)  # written before the state was all tensors
+        if isinstance(legacy, dict) and {"size", "initialized"} <= legacy.keys():
+            state_dict.setdefault(size_key, torch.tensor(int(legacy["size"])))
+            state_dict.setdefault(flag_key, torch.tensor(bool(legacy["initialized"])))
+            state_dict.setdefault(rng_key, self.rng_state.clone())  # those files had no RNG state
+        elif legacy is not None:
+            error_msgs.append(f"SFVQ '{prefix}': unrecognised '_extra_state' {legacy!r}")
+            return
+        has_curve = size_key in state_dict and flag_key in state_dict
+        has_weight = prefix + "weight" in state_dict
+        errors_before = len(error_msgs)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        if len(error_msgs) > errors_before:
+            return
+        self._seeded = bool(self.rng_state[0])
+        if has_curve:
+            size, initialized = int(self.curve_size), bool(self.curve_initialized)
+            if size < 4 or size > 2**self.bits or size & (size - 1):
+                error_msgs.append(f"SFVQ '{prefix}': '{size_key}' is {size}, expected a power of two in "
+                                  f"[4, {2**self.bits}]")
+                return
+            self._set_curve(size, initialized)
+        elif has_weight:
+            self._infer_curve_from_weight(prefix)
+
+    def _infer_curve_from_weight(self, prefix: str) -> None:
+        """A weight loaded without the curve's size: rows past the curve are zero (they
+        always are in this module), so the last non-zero row bounds the size."""
+        rows = self.weight.detach().ne(0).any(dim=1).nonzero()
+        if len(rows) == 0:
+            self._set_curve(2**self.start_bits, False)
+            return
+        last = int(rows.max()) + 1
+        size = max(4, 1 << (last - 1).bit_length())
+        self._set_curve(size, True)
+        warnings.warn(f"SFVQ '{prefix}': the loaded state has a weight but no '{prefix}curve_size' / "
+                      f"'{prefix}curve_initialized' (a partial or older state dict); its non-zero rows end at "
+                      f"row {last - 1}, so the module is initialised with codebook_size {size}", stacklevel=3)
 
     def extra_repr(self) -> str:
+        flags = [name for name in ("accept_image_fmap", "sync_codebook", "freeze_codebook") if getattr(self, name)]
+        flags += [] if self.channel_last else ["channel_last=False"]
         return (f"dim={self.dim}, bits={self.bits}, codebook_size={self._size}, gradient={self.gradient!r}"
-                + ("" if self._initialized else ", uninitialized"))
+                + "".join(f", {f}" for f in flags) + ("" if self._initialized else ", uninitialized"))
+
+    # -- randomness --------------------------------------------------------
+
+    @property
+    def generator(self) -> torch.Generator | None:
+        """``None`` (draw from torch's global RNG) or the ``torch.Generator`` last assigned.
+
+        Assigning a generator takes a 64-bit key from it (one draw) and starts the
+        module's own counter-based stream (:func:`hash_uniform`, state in ``rng_state``);
+        the generator itself is not used again."""
+        return self._generator
+
+    @generator.setter
+    def generator(self, generator: torch.Generator | None) -> None:
+        if generator is None:
+            with torch.no_grad():
+                self.rng_state.zero_()
+            self._generator, self._seeded = None, False
+            return
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(f"SFVQ.generator must be a torch.Generator or None, got {type(generator).__name__}")
+        key = torch.randint(0, 2**32, (2,), generator=generator, dtype=torch.int64, device=generator.device)
+        with torch.no_grad():
+            self.rng_state.copy_(torch.cat([torch.ones(1, dtype=torch.int64), key.cpu(),
+                                            torch.zeros(1, dtype=torch.int64)]).to(self.rng_state.device))
+        self._generator, self._seeded = generator, True
+
+    def manual_seed(self, seed: int) -> SFVQ:
+        """Seed the module's own random stream (``generator = torch.Generator().manual_seed(seed)``); returns self."""
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise TypeError(f"SFVQ.manual_seed: seed must be an int, got {seed!r}")
+        self.generator = torch.Generator().manual_seed(seed)
+        return self
+
+    def _dither(self, K: int, like: Tensor) -> Tensor:
+        if self._seeded:
+            return hash_uniform(self.rng_state, K - 1, _DITHER_STREAM).to(like.dtype)
+        return torch.rand(K - 1, device=like.device, dtype=like.dtype)
+
+    def _noise(self, like: Tensor) -> Tensor:
+        if self._seeded:
+            rank = dist.get_rank() if _distributed() else 0
+            return _hash_normal(self.rng_state, like.numel(), salt=rank).reshape(like.shape).to(like.dtype)
+        return torch.randn_like(like)
 
     # -- growth ------------------------------------------------------------
 
     @torch.compiler.disable
     @torch.no_grad()
     def initialize(self, sample: Tensor) -> None:
-        """Set the starting curve from ``sample`` ``(n, dim)``, n >= 4: the norm-quartile
-        means (:func:`sfvq_ext.init_codebook`), expanded to ``2**start_bits`` vectors.
-        Under ``torch.distributed`` rank 0's curve is broadcast so all ranks agree."""
+        """Set the starting curve from ``sample`` ``(n, dim)`` (or any ``(..., dim)``),
+        n >= 4: the norm-quartile means (:func:`sfvq_ext.init_codebook`), expanded to
+        ``2**start_bits`` vectors. With ``sync_codebook`` and a process group, rank 0's
+        curve is broadcast (every rank must call this); otherwise no collective."""
         if not isinstance(sample, Tensor) or not sample.is_floating_point():
-            raise TypeError(f"SFVQ.initialize: sample must be a floating-point tensor, got {type(sample).__name__}")
-        if sample.shape[-1] != self.dim:
+            raise TypeError(f"SFVQ.initialize: sample must be a floating-point tensor, got "
+                            f"{sample.dtype if isinstance(sample, Tensor) else type(sample).__name__}")
+        if sample.dim() < 1 or sample.shape[-1] != self.dim:
             raise ValueError(f"SFVQ.initialize: sample must have shape (n, {self.dim}), got {tuple(sample.shape)}")
-        codebook = ops.init_codebook(sample.reshape(-1, self.dim).to(self.weight.dtype))
+        codebook = ops.init_codebook(sample.detach().reshape(-1, self.dim).to(self.weight.dtype))
         while codebook.shape[0] < 2**self.start_bits:
             codebook = ops.expand(codebook, self.expand_eps)
-        self.weight.zero_()
-        self.weight[: codebook.shape[0]] = codebook.to(self.weight.device)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.broadcast(self.weight, src=0)
-        self._size = codebook.shape[0]
-        self._initialized = True
-        self.reset_usage()
+        codebook = codebook.to(self.weight.device)
+        if self.sync_codebook and _distributed():
+            dist.broadcast(codebook, src=0)
+        self.set_codebook(codebook)
+
+    @torch.compiler.disable
+    def _initialize_from_batch(self, x: Tensor) -> None:
+        if self.weight.detach().any():
+            raise RuntimeError(
+                "SFVQ.forward: the module is marked uninitialised but its weight holds values (set by hand, "
+                "or loaded without 'curve_size'/'curve_initialized'?); the first batch would overwrite them. "
+                "Call set_codebook(weight[:K]) to use them, or reset_codebook() to start from this batch")
+        if self.sync_codebook is False and _distributed() and dist.get_world_size() > 1:
+            warnings.warn("SFVQ: initialising from this rank's batch with sync_codebook=False while torch.distributed "
+                          "runs several ranks: each rank starts its own curve (pass sync_codebook=True under "
+                          "DistributedDataParallel)", stacklevel=3)
+        self.initialize(x.detach().reshape(-1, self.dim))
 
     @torch.no_grad()
     def expand(self, eps: float | None = None) -> None:
         """Double the codebook without changing the curve's shape (:func:`sfvq_ext.expand`).
         Resets the usage counts. Optimizer state for ``weight`` keeps its shape but
-        belongs to the old vertices: start a fresh optimizer after expanding."""
+        belongs to the old vertices: start a fresh optimizer after expanding.
+        Deterministic: ranks that agree before agree after, with no collective."""
         if not self._initialized:
             raise RuntimeError("SFVQ.expand: the codebook is not initialised yet (train on a batch or call initialize)")
         if self._size >= 2**self.bits:
             raise ValueError(f"SFVQ.expand: the codebook already has its full size 2**bits = {2**self.bits}")
         grown = ops.expand(self.codebook, self.expand_eps if eps is None else eps)
         self.weight[: grown.shape[0]] = grown
-        self._size = grown.shape[0]
+        self._set_curve(grown.shape[0], True)
         self.reset_usage()
 
-    # -- quantization ------------------------------------------------------
+    # -- layout ------------------------------------------------------------
 
-    def _check_input(self, x: Tensor, where: str, need_codebook: bool = True) -> None:
+    @property
+    def _channel_second(self) -> bool:
+        return self.accept_image_fmap or not self.channel_last
+
+    def _to_channel_last(self, x: Tensor, where: str) -> Tensor:
         if not isinstance(x, Tensor) or not x.is_floating_point():
             raise TypeError(f"SFVQ.{where}: x must be a floating-point tensor, got "
                             f"{x.dtype if isinstance(x, Tensor) else type(x).__name__}")
+        if self.accept_image_fmap:
+            if x.dim() != 4 or x.shape[1] != self.dim:
+                raise ValueError(f"SFVQ.{where}: with accept_image_fmap=True, x must be an image feature map "
+                                 f"(B, {self.dim}, H, W), got {tuple(x.shape)}")
+            return x.movedim(1, -1)
+        if not self.channel_last:
+            if x.dim() < 2 or x.shape[1] != self.dim:
+                raise ValueError(f"SFVQ.{where}: with channel_last=False, x must have shape (B, {self.dim}, ...), "
+                                 f"got {tuple(x.shape)}")
+            return x.movedim(1, -1)
         if x.dim() < 1 or x.shape[-1] != self.dim:
             raise ValueError(f"SFVQ.{where}: x must have shape (..., {self.dim}), got {tuple(x.shape)}")
-        if need_codebook and not self._initialized:
+        return x
+
+    def _from_channel_last(self, out: Tensor) -> Tensor:
+        return out.movedim(-1, 1) if self._channel_second and out.dim() >= 2 else out
+
+    def _require_initialized(self, where: str) -> None:
+        if not self._initialized:
             raise RuntimeError(f"SFVQ.{where}: the codebook is not initialised "
-                               "(train on a batch, call initialize(sample), or load a fitted curve)")
+                               "(train on a batch, call initialize(sample) or set_codebook, or load a fitted curve)")
 
-    def _random(self, shape, like: Tensor, normal: bool) -> Tensor:
-        if self.generator is None:
-            return (torch.randn if normal else torch.rand)(shape, device=like.device, dtype=like.dtype)
-        draw = (torch.randn if normal else torch.rand)(shape, generator=self.generator, dtype=like.dtype)
-        return draw.to(like.device)
+    # -- quantization ------------------------------------------------------
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        self._check_input(x, "forward", need_codebook=not self.training)
-        if not self._initialized:  # training on the first batch: start the curve from it
-            self.initialize(x.detach().reshape(-1, self.dim))
-        codebook = self.codebook
-        xf = x.to(codebook.dtype)
+    def forward(self, x: Tensor, *, freeze_codebook: bool | None = None, return_coords: bool = False):
+        """Quantize ``x`` (layout per ``accept_image_fmap`` / ``channel_last``).
+
+        Returns ``(quantized, indices, loss)``, plus ``coords`` when ``return_coords``;
+        see the class docstring for shapes, dtypes and modes. ``freeze_codebook``
+        overrides the module's setting for this call. Raises ``TypeError`` for a
+        non-float ``x``, ``ValueError`` for a wrong shape or a NaN/Inf row, and
+        ``RuntimeError`` in eval mode (or frozen) before the codebook is initialised."""
+        frozen = self.freeze_codebook if freeze_codebook is None else freeze_codebook
+        h = self._to_channel_last(x, "forward")
+        if not self._initialized:
+            if not self.training or frozen:
+                self._require_initialized("forward" if not self.training else "forward (frozen codebook)")
+            self._initialize_from_batch(h)  # training on the first batch: start the curve from it
+        codebook = self.codebook.detach() if frozen else self.codebook
+        xf = h.to(codebook.dtype)
+        coord_dtype = torch.float64 if codebook.dtype == torch.float64 else torch.float32
         if self.training:
-            dither = self._random(codebook.shape[0] - 1, codebook, normal=False)
+            K = codebook.shape[0]
+            dither = self._dither(K, codebook)
             q, indices = ops.dithered_quantize(xf, codebook, dither)
+            coords = indices.to(coord_dtype) + dither.detach().to(coord_dtype)[indices] if return_coords else None
             with torch.no_grad():
-                self.segment_counts.index_add_(0, indices.reshape(-1), torch.ones_like(indices.reshape(-1)))
+                flat = indices.reshape(-1)
+                step_counts = torch.zeros(K - 1, dtype=torch.int64, device=flat.device).index_add_(
+                    0, flat, torch.ones_like(flat))
+                if self.sync_codebook and _distributed():
+                    dist.all_reduce(step_counts)
+                self.segment_counts[: K - 1] += step_counts
         else:
             projection = ops.project(xf, codebook)
-            q, indices = projection.point, projection.segment
+            q, indices, coords = projection.point, projection.segment, projection.coord
         loss = (xf - q).square().mean()
         if self.gradient == "straight_through":
             out = xf + (q - xf).detach()
         elif self.gradient == "nsvq" and self.training:
-            noise = self._random(xf.shape, xf, normal=True)
+            noise = self._noise(xf)
             # vector_norm's gradient at 0 is 0, so x == q gives a finite gradient
             scale = torch.linalg.vector_norm(xf - q, dim=-1, keepdim=True) / torch.linalg.vector_norm(noise, dim=-1, keepdim=True)
             out = xf + scale * noise
         else:
             out = q
-        return out.to(x.dtype), indices, loss
+        if self.training and self._seeded:
+            with torch.no_grad():
+                self.rng_state[3:].add_(1)
+        out = self._from_channel_last(out.to(x.dtype))
+        if return_coords:
+            return out, indices, loss, coords
+        return out, indices, loss
 
     def project(self, x: Tensor, mode: str = "exact") -> ops.Projection:
-        """Exact nearest points on the curve (:func:`sfvq_ext.project`): point, segment, t, coord, dist."""
-        self._check_input(x, "project")
+        """Exact nearest points on the curve (:func:`sfvq_ext.project`) of ``x`` ``(..., dim)``
+        (channel last, whatever the layout switches say): point, segment, t, coord, dist."""
+        if not isinstance(x, Tensor) or not x.is_floating_point():
+            raise TypeError(f"SFVQ.project: x must be a floating-point tensor, got "
+                            f"{x.dtype if isinstance(x, Tensor) else type(x).__name__}")
+        if x.dim() < 1 or x.shape[-1] != self.dim:
+            raise ValueError(f"SFVQ.project: x must have shape (..., {self.dim}), got {tuple(x.shape)}")
+        self._require_initialized("project")
         return ops.project(x.to(self.weight.dtype), self.codebook, mode)
 
     def decode(self, coord: Tensor) -> Tensor:
-        """Points at curve coordinates ``coord`` (:func:`sfvq_ext.decode`)."""
-        if not self._initialized:
-            raise RuntimeError("SFVQ.decode: the codebook is not initialised")
+        """Points at curve coordinates ``coord`` (any shape) -> ``(*coord.shape, dim)`` (:func:`sfvq_ext.decode`)."""
+        self._require_initialized("decode")
         return ops.decode(coord, self.codebook)
+
+    def get_codes_from_indices(self, indices: Tensor) -> Tensor:
+        """The point a segment index stands for: the midpoint ``(c_i + c_{i+1}) / 2`` of
+        segment ``i`` (the mean of the dithered points training picks on it).
+
+        ``indices``: an integer tensor with values in ``[0, codebook_size - 2]``, in the
+        layout ``forward`` returns them. Returns the codebook's dtype, shape
+        ``(*indices.shape, dim)``, or ``(B, dim, ...)`` with ``accept_image_fmap`` /
+        ``channel_last=False`` (as vector-quantize-pytorch). Lossy: the position along
+        the segment is not in the index; use :meth:`get_output_from_coords` for that."""
+        self._require_initialized("get_codes_from_indices")
+        if not isinstance(indices, Tensor) or indices.is_floating_point() or indices.is_complex() \
+                or indices.dtype == torch.bool:
+            raise TypeError(f"SFVQ.get_codes_from_indices: indices must be an integer tensor, got "
+                            f"{indices.dtype if isinstance(indices, Tensor) else type(indices).__name__}")
+        K = self._size
+        if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) > K - 2):
+            raise ValueError(f"SFVQ.get_codes_from_indices: indices must be segment indices in [0, {K - 2}], "
+                             f"got values in [{int(indices.min())}, {int(indices.max())}]")
+        c = self.codebook
+        i = indices.long()
+        return self._from_channel_last((c[i] + c[i + 1]) * 0.5)
+
+    def get_output_from_indices(self, indices: Tensor) -> Tensor:
+        """Same as :meth:`get_codes_from_indices` (SFVQ has no output projection)."""
+        return self.get_codes_from_indices(indices)
+
+    def get_output_from_coords(self, coords: Tensor) -> Tensor:
+        """The points at curve coordinates ``coords`` (``forward(..., return_coords=True)``'s
+        fourth output, or :meth:`project`'s ``coord``): ``(1 - f) c_j + f c_{j+1}`` with
+        ``j = min(floor(u), K-2)``, ``f = u - j``, ``u`` clamped to ``[0, K-1]``
+        (:func:`sfvq_ext.decode`). Shape ``(*coords.shape, dim)``, or ``(B, dim, ...)``
+        with ``accept_image_fmap`` / ``channel_last=False``; the codebook's dtype.
+        Raises ``TypeError`` for a non-float tensor, ``ValueError`` for NaN."""
+        self._require_initialized("get_output_from_coords")
+        if not isinstance(coords, Tensor) or not coords.is_floating_point():
+            raise TypeError(f"SFVQ.get_output_from_coords: coords must be a floating-point tensor, got "
+                            f"{coords.dtype if isinstance(coords, Tensor) else type(coords).__name__}")
+        return self._from_channel_last(ops.decode(coords, self.codebook))

@@ -16,9 +16,10 @@ import sfvq_ext
 
 def ddp_check(rank: int) -> None:
     """The module under DistributedDataParallel on 2 ranks: different data per
-    rank, gradients averaged, so the codebooks stay identical across ranks."""
+    rank, gradients averaged, the starting curve broadcast (sync_codebook), so the
+    codebooks stay identical across ranks."""
     torch.manual_seed(100 + rank)  # each rank its own data and noise
-    m = sfvq_ext.SFVQ(6, 3)
+    m = sfvq_ext.SFVQ(6, 3, sync_codebook=True)
     ddp = torch.nn.parallel.DistributedDataParallel(m)
     opt = torch.optim.Adam(ddp.parameters(), lr=1e-2)
     for step in range(10):
