@@ -5,17 +5,20 @@ stand-in clone, bring-your-own callables, bad input, and no network access."""
 
 import argparse
 import math
+import pickle
+import re
 import socket
 import subprocess
 import sys
 import textwrap
+import zipfile
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 import sfvq_ext
-from sfvq_ext.adapters import (CallableAdapter, StyleGAN2Adapter, StyleGAN2Generator, load_nvlabs, load_rosinality,
+from sfvq_ext.adapters import (CallableAdapter, GeneratorAdapter, StyleGAN2Adapter, StyleGAN2Generator, load_nvlabs, load_rosinality,
                                save_rosinality)
 from sfvq_ext.adapters.stylegan2_arch import ModulatedConv2d, blur_kernel_2d, upfirdn2d
 
@@ -326,3 +329,111 @@ def test_biggan_bad_input(tmp_path):
         BigGANAdapter(model, class_idx=10)
     with pytest.raises(ValueError, match="class is fixed"):
         BigGANAdapter(model, class_idx=1).sample_latents(2, class_idx=2)
+
+
+def test_biggan_truncation_reaches_the_generator():
+    """BigGAN picks its batch-norm statistics by the truncation value: the value the
+    latents were drawn with is the one the generator receives, or the call is refused."""
+    from sfvq_ext.adapters import BigGANAdapter
+
+    model = tiny_biggan()
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # as a trained BigGAN has: batch-norm statistics per truncation value
+        for name, buffer in model.named_buffers():
+            if name.endswith("running_means"):
+                buffer.copy_(0.3 * torch.randn(buffer.shape, generator=gen))
+            elif name.endswith("running_vars"):
+                buffer.copy_(0.5 + torch.rand(buffer.shape, generator=gen))
+    seen = []  # the truncation argument of every generator call
+    model.generator.register_forward_pre_hook(lambda module, args: seen.append(args[1]))
+    a = BigGANAdapter(model, class_idx=3, truncation=0.4)
+    with pytest.raises(ValueError, match=r"latent_sampler: truncation=0.8 differs from the adapter's 0.4.*"
+                                         r"with_truncation\(0.8\)"):
+        a.latent_sampler(truncation=0.8)
+    with pytest.raises(ValueError, match=r"sample_latents: truncation=0.8 differs"):
+        a.sample_latents(2, truncation=0.8)
+    z4 = a.sample_latents(2, truncation=0.4)  # the adapter's own value is accepted
+    a.render(z4, progress=False)
+    assert seen == [0.4]
+    b = a.with_truncation(0.8)
+    assert b.model is model and (b.class_idx, b.latent, b.truncation) == (3, "z", 0.8)
+    z = b.latent_sampler(truncation=0.8)(6, torch.Generator().manual_seed(0))
+    assert 2 * 0.4 < z.abs().max() <= 2 * 0.8  # drawn with 0.8
+    seen.clear()
+    images = b.render(z, progress=False)
+    assert seen == [0.8]
+    with torch.no_grad():
+        want = model(z, F.one_hot(torch.full((6,), 3), 10).float(), 0.8)
+    torch.testing.assert_close(images, want.clamp(-1, 1))
+    assert not torch.allclose(images, a.render(z, progress=False))  # the value changes the images
+    seen.clear()
+    zc = BigGANAdapter(model, class_idx=3, latent="z+class", truncation=0.8).sample_latents(2)
+    BigGANAdapter(model, class_idx=3, latent="z+class", truncation=0.8).render(zc, progress=False)
+    assert seen == [0.8]
+    with pytest.raises(ValueError, match=r"truncation must be a number in \(0, 1\], got 1.5"):
+        a.with_truncation(1.5)
+
+
+def test_rosinality_parameter_of_the_wrong_shape_is_named(tmp_path):
+    g = tiny_generator()
+    state = g.state_dict()
+    state["to_rgb1.bias"] = torch.zeros(1, 12, 1, 1)
+    path = tmp_path / "wrong_shape.pt"
+    torch.save({"g_ema": state, "latent_avg": g.w_avg}, path)
+    with pytest.raises(ValueError, match=re.escape(f"load_rosinality: {path}: parameter to_rgb1.bias has shape "
+                                                   "(1, 12, 1, 1), but a StyleGAN2 generator of size 32 with these "
+                                                   "channel counts needs (1, 3, 1, 1)")):
+        load_rosinality(path)
+    torch.save({"g_ema": g.state_dict(), "latent_avg": torch.zeros(7)}, path)
+    with pytest.raises(ValueError, match=r"latent_avg has shape \(7,\), but the generator's W has width 32"):
+        load_rosinality(path)
+
+
+@pytest.mark.parametrize("trust_pickle", [False, True])
+def test_files_that_are_not_pytorch_checkpoints(tmp_path, trust_pickle):
+    g = tiny_generator()
+    cases = {"garbage.pt": bytes(range(256)) * 4, "pickle_bytes.pt": b"\x80\x04garbage follows" * 8,
+             "empty.pt": b"",
+             "plain_pickle.pt": pickle.dumps({"g_ema": {k: v.numpy() for k, v in g.state_dict().items()}})}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+    with zipfile.ZipFile(tmp_path / "other.zip", "w") as archive:
+        archive.writestr("readme.txt", "not a checkpoint")
+    for name in [*cases, "other.zip"]:
+        path = tmp_path / name
+        with pytest.raises(ValueError, match=re.escape(f"load_rosinality: {path} is not a PyTorch checkpoint")):
+            load_rosinality(path, trust_pickle=trust_pickle)
+    # both formats torch.save writes are accepted
+    save_rosinality(g, tmp_path / "zip.pt")
+    torch.save({"g_ema": g.state_dict(), "latent_avg": g.w_avg}, tmp_path / "legacy.pt",
+               _use_new_zipfile_serialization=False)
+    for name in ("zip.pt", "legacy.pt"):
+        torch.testing.assert_close(load_rosinality(tmp_path / name, trust_pickle=trust_pickle).G.w_avg, g.w_avg)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_segment_points_keep_curve_precision_for_low_precision_codebooks(dtype):
+    """bfloat16 has a spacing of 2 above 256: a coordinate 300.25 cast to it is 300."""
+    c = torch.randn(512, 8, generator=torch.Generator().manual_seed(0)).to(dtype)
+    pts = GeneratorAdapter.segment_points(c, 300, 5)
+    assert pts.dtype == torch.float32 and pts.shape == (5, 8)
+    assert len({tuple(p) for p in pts.tolist()}) == 5
+    ends = c[300:302].double()  # the vertices as stored, in float64
+    oracle = torch.stack([(1 - t) * ends[0] + t * ends[1] for t in (0.0, 0.25, 0.5, 0.75, 1.0)])
+    torch.testing.assert_close(pts.double(), oracle, rtol=1e-6, atol=1e-7)
+    assert torch.equal(pts[0], c[300].float()) and torch.equal(pts[-1], c[301].float())
+    assert GeneratorAdapter.segment_points(c.double(), 300, 3).dtype == torch.float64
+    with pytest.raises(TypeError, match=r"codebook must be a floating-point \(K, D\) tensor"):
+        GeneratorAdapter.segment_points(torch.zeros(4, 2, dtype=torch.int64), 0, 2)
+    with pytest.raises(ValueError, match="n must be a positive int, got 0"):
+        GeneratorAdapter.segment_points(c, 0, 0)
+
+
+def test_apply_direction_promotes_low_precision_latents():
+    a = StyleGAN2Adapter(tiny_generator())
+    w = a.sample_latents(2).bfloat16() + 300  # bfloat16 spacing is 2 here
+    d = torch.zeros(32)
+    d[0] = 1.0
+    moved = a.apply_direction(w, d, 0.5)
+    assert moved.dtype == torch.float32
+    torch.testing.assert_close(moved[:, 0] - w[:, 0].float(), torch.full((2,), 0.5))

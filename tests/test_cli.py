@@ -1,6 +1,7 @@
 """The command line: `sfvq fit` and `sfvq quantize` on .npy files."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -109,3 +110,39 @@ def test_generator_commands(tmp_path, capsys, no_network):
     fails(["edit", str(run), "--segment", "1", "--sefa", "0", "--quiet"], capsys, "exactly one of")
     fails(["fit", str(tmp_path / "x.npy"), "--generator", spec, "--bits", "3", "--out", str(tmp_path / "r2")], capsys,
           "not both")
+
+
+def test_generator_files_that_must_be_refused(tmp_path, capsys, no_network):
+    """Wrong shapes and garbage: a one-line error naming the file, exit code 2, no traceback."""
+    from sfvq_ext.adapters import StyleGAN2Generator
+
+    g = StyleGAN2Generator(16, style_dim=16, n_mlp=2, channels={4: 8, 8: 8, 16: 8})
+    state = g.state_dict()
+    state["to_rgb1.bias"] = torch.zeros(1, 12, 1, 1)
+    torch.save({"g_ema": state}, tmp_path / "wrong_shape.pt")
+    (tmp_path / "garbage.pt").write_bytes(bytes(range(256)) * 8)
+    (tmp_path / "garbage.pkl").write_bytes(b"\x80\x04 not really a pickle\n" * 8)
+    clone = str(Path(__file__).resolve().parent / "standin_clones" / "stylegan2_ada")
+    cases = [("wrong_shape.pt", [], "parameter to_rgb1.bias has shape (1, 12, 1, 1), but a StyleGAN2 generator of "
+                                    "size 16 with these channel counts needs (1, 3, 1, 1)"),
+             ("garbage.pt", [], "is not a PyTorch checkpoint"),
+             ("garbage.pt", ["--trust-pickle"], "is not a PyTorch checkpoint"),
+             ("garbage.pkl", ["--nvlabs-code", clone], "with the code in")]
+    for name, extra, message in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["fit", "--generator", f"stylegan2:{tmp_path / name}", "--bits", "2", "--out",
+                      str(tmp_path / "run"), "--quiet", *extra])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2, err
+        assert err.startswith("sfvq fit: error: ") and err.count("\n") == 1 and "Traceback" not in err
+        assert message in err and str(tmp_path / name) in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_class_help_says_what_it_applies_to(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["fit", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--class CLASS_IDX class index, for class-conditional generators only: conditional StyleGAN2-ADA / " \
+           "StyleGAN3 pickles" in text
+    assert "and BigGAN (required;" in text

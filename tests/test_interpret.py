@@ -96,3 +96,16 @@ def test_image_grid_layout():
     grid = image_grid(images, columns=2, pad=1)
     assert grid.shape == (1 + 2 * 3, 1 + 2 * 3, 3)
     assert grid[1, 1].tolist() == [0, 0, 0] and grid[1, 4].tolist() == [128, 128, 128] and grid[4, 1].tolist() == [255] * 3
+
+
+def test_augmentation_set_of_a_bfloat16_curve_keeps_its_positions(adapter, tmp_path):
+    """Segment 300 of a 512-vector bfloat16 curve: 5 distinct latents (a bfloat16
+    coordinate would put all of them on c_300), written at least in float32."""
+    codebook = (adapter.sample_latents(512, seed=5) + 0.01 * torch.arange(512.0)[:, None]).bfloat16()
+    out = augment_segment(adapter, codebook, 300, 5, tmp_path / "aug", progress=False)
+    latents = torch.from_numpy(np.load(out["latents"]))
+    assert latents.dtype == torch.float32 and len({tuple(row) for row in latents.tolist()}) == 5
+    assert out["t"] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    ends = codebook[300:302].double()
+    for row, t in zip(latents, out["t"]):
+        torch.testing.assert_close(row.double(), (1 - t) * ends[0] + t * ends[1], rtol=1e-6, atol=1e-7)

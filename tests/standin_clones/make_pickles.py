@@ -64,15 +64,15 @@ def tf_era(out_dir):
     rng = np.random.default_rng(0)
     z_dim, w_dim, C, res, layers = 6, 5, 4, 8, 2  # resolutions 4 and 8: two synthesis layers
 
-    def r(*shape):
-        return rng.standard_normal(shape).astype(np.float32)
+    def r(*shape, scale=0.3):
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
 
     def generator(name):
         mapping = Network("G_mapping", {}, [(f"Dense{i}/{kind}", r(*shape)) for i in range(2)
                                             for kind, shape in (("weight", (z_dim if i == 0 else w_dim, w_dim)),
                                                                 ("bias", (w_dim,)))])
         synthesis_vars = [("4x4/Const/const", r(1, C, 4, 4)), ("ToRGB/mod_weight", r(w_dim, C)),
-                          ("ToRGB/mod_bias", r(C)), ("ToRGB/weight", r(1, 1, C, 3))]
+                          ("ToRGB/mod_bias", r(C)), ("ToRGB/weight", r(1, 1, C, 3, scale=3.0))]
         for i in range(layers):
             size = 4 * 2 ** i
             synthesis_vars += [(f"Layer{i}/mod_weight", r(w_dim, C)), (f"Layer{i}/mod_bias", r(C)),
