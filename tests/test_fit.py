@@ -175,6 +175,26 @@ def test_resume_at_a_stage_boundary(tmp_path):
     assert torch.equal(sfvq_ext.fit(x, 4, resume=path, **SMALL).codebook, whole.codebook)
 
 
+def test_checkpoint_written_before_issue_13_resumes(tmp_path):
+    """tests/data/legacy_fit_checkpoint.safetensors: a fit stopped in its 3-bit stage by
+    the code of commit 78519b6 (tests/data/make_legacy.py). Today's code loads it and
+    resumes it to the curve an uninterrupted fit gives."""
+    import shutil
+
+    legacy = Path(__file__).with_name("data") / "legacy_fit_checkpoint.safetensors"
+    x = torch.randn(200, 3, generator=torch.Generator().manual_seed(0))
+    settings = dict(epochs=2, batch_size=32, seed=1, progress=False, eval_samples=200, init_samples=200)
+    _, info = ckpt.read_checkpoint(legacy)
+    assert (info["training"]["stage_bits"], info["training"]["step"]) == (3, 4)
+    assert sfvq_ext.load(legacy).codebook_size == 8  # the 3-bit stage's curve, as saved
+    path = tmp_path / "run.safetensors"
+    shutil.copy(legacy, path)
+    resumed = sfvq_ext.fit(x, 3, resume=path, **settings)
+    whole = sfvq_ext.fit(x, 3, **settings)
+    assert torch.equal(resumed.codebook, whole.codebook)
+    assert torch.equal(resumed.segment_usage, whole.segment_usage)
+
+
 def test_resume_with_other_settings_is_refused(tmp_path):
     x = gaussian(n=64)
     path = tmp_path / "c.safetensors"
