@@ -4,6 +4,7 @@ legacy.py, and two different clones in one process. The oracle for every
 generator is the clone's own code, run in a fresh process that knows only that
 clone (standin_clones/make_pickles.py)."""
 
+import copy
 import json
 import pickle
 import shutil
@@ -95,6 +96,9 @@ def test_conditional_stylegan2_ada_pickle(standins):
     assert {"dnnlib", "torch_utils.persistence", "torch_utils.ops.bias_act", "legacy"} <= set(a.code.modules)
     assert all(Path(m.__file__).is_relative_to(ADA) for m in a.code.modules.values())
     assert nvlabs_modules() == before
+    twin = copy.deepcopy(a)  # shares the clone's modules
+    assert twin.code is a.code and twin.G is not a.G
+    check_against_oracle(twin, standins, "ada")
 
 
 @pytest.mark.parametrize("other", ["fork", "sg3"])

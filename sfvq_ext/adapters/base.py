@@ -38,7 +38,11 @@ class GeneratorAdapter(abc.ABC):
 
     @abc.abstractmethod
     def sample_latents(self, n: int, *, seed: int = 0, truncation: float = 1.0, class_idx: int | None = None) -> Tensor:
-        """``n`` latents drawn from the generator's prior; the same seed gives the same latents."""
+        """``n`` latents drawn from the generator's prior; the same seed gives the same latents.
+
+        ``truncation``: StyleGAN's psi towards ``w_avg``; a BigGAN adapter's truncation is
+        fixed at construction (it also selects the statistics rendering uses), so there it
+        may only repeat that value. ``class_idx``: the class of a class-conditional model."""
 
     @abc.abstractmethod
     def _render_batch(self, latents: Tensor) -> Tensor:

@@ -113,7 +113,7 @@ def load_biggan(model_dir: str | os.PathLike, class_idx: int, *, latent: str = "
     from pytorch_pretrained_biggan import BigGAN
     from pytorch_pretrained_biggan.model import CONFIG_NAME, WEIGHTS_NAME
 
-    model_dir = Path(model_dir)
+    model_dir = Path(model_dir).expanduser()
     missing = [name for name in (CONFIG_NAME, WEIGHTS_NAME) if not (model_dir / name).is_file()]
     if missing:
         raise FileNotFoundError(f"load_biggan: {model_dir} must be a directory holding {CONFIG_NAME} and "

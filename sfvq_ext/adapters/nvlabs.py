@@ -109,6 +109,9 @@ class NVlabsCode:
                 foreign[name] = where
         return foreign
 
+    def __deepcopy__(self, memo) -> "NVlabsCode":
+        return self  # one set of modules per clone and process (a deep-copied generator shares it)
+
     def __repr__(self) -> str:
         return f"NVlabsCode({str(self.root)!r}, {len(self.modules)} modules)"
 

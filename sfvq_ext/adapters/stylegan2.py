@@ -120,7 +120,7 @@ def load_rosinality(path: str | os.PathLike, *, device=None, trust_pickle: bool 
     unpickling, so also with ``trust_pickle=True``), not a dict, not the rosinality
     layout, or a parameter of the wrong shape (named, with both shapes).
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"load_rosinality: {path} does not exist")
     if not is_torch_file(path):
