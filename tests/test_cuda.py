@@ -412,3 +412,57 @@ def test_fit_on_cuda_matches_cpu():
     assert gpu.codebook.device.type == "cuda"
     # reductions run in another order on the GPU: float rounding only
     torch.testing.assert_close(gpu.codebook.cpu(), cpu.codebook, rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------
+# The numeric contract at the edges (tests/test_numerics.py on the CPU): the same
+# float64 oracle, through every path. Magnitudes outside the fused kernel's float32
+# range are rescaled by a power of two on the host and brute-forced.
+
+
+@pytest.mark.parametrize("scale", [3e18, 1e30, 5e37, 1e-20, 1e-38, 1e-44])
+def test_extreme_magnitudes_float32(scale, path):
+    from test_numerics import assert_matches_oracle
+
+    g = torch.Generator().manual_seed(1)
+    c = (torch.randn(64, 16, dtype=torch.float64, generator=g) * scale).float()
+    x = (torch.randn(2000, 16, dtype=torch.float64, generator=g) * scale).float()
+    assert_matches_oracle(x, c, project_cuda(x, c), dist_rtol=1e-5)
+    idx, dist = sfvq_ext.nearest(x.cuda(), c.cuda())
+    assert torch.equal(idx.cpu(), reference.nearest(x, c)[0])
+
+
+@pytest.mark.parametrize("scale", [3e153, 1e-160])
+def test_extreme_magnitudes_float64(scale, path):
+    from test_numerics import assert_matches_oracle
+
+    g = torch.Generator().manual_seed(3)
+    c = torch.randn(64, 16, dtype=torch.float64, generator=g) * scale
+    x = torch.randn(500, 16, dtype=torch.float64, generator=g) * scale
+    assert_matches_oracle(x, c, project_cuda(x, c), dist_rtol=1e-9)
+
+
+def test_far_rows_mixed_with_ordinary_rows(path):
+    from test_numerics import assert_matches_oracle
+
+    g = torch.Generator().manual_seed(7)
+    c = torch.randn(40, 12, generator=g)
+    x = torch.randn(300, 12, generator=g)
+    x[::3] *= 1e30  # their float32 squared norms overflow
+    assert_matches_oracle(x, c, project_cuda(x, c), dist_rtol=1e-6)
+
+
+def test_vertex_ties_go_to_the_smaller_segment_cuda(path):
+    g = torch.Generator().manual_seed(0)
+    c = torch.randn(64, 512, generator=g)
+    x = c[1:63].repeat(20, 1) + 0.3 * torch.randn(1240, 512, generator=g)
+    want = reference.project(x, c)
+    assert torch.equal(project_cuda(x, c).segment, want.segment)
+    assert torch.equal(project_cuda(x, c, mode="vertex").segment, reference.project_vertex_rule(x, c).segment)
+
+
+def test_decode_keeps_coordinates_in_float64_cuda():
+    c = torch.randn(4096, 8).bfloat16()
+    coord = 3000 + torch.linspace(0, 1, 5, dtype=torch.float64)
+    got = sfvq_ext.decode(coord.cuda(), c.cuda()).cpu()
+    assert torch.equal(got, reference.decode(coord, c).bfloat16())

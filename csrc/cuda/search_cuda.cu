@@ -175,33 +175,25 @@ __device__ __forceinline__ void for_lane_elements(const T* __restrict__ xr, cons
 }
 
 // Exact float64 distance from row xr to segment i (whole warp; every lane gets the result).
+// t comes from p = <x - c0, d>; the distance is always summed directly with
+// squared_gap (sfvq/segment.h), the one formula of the CPU kernel too, so exact
+// ties (segments j-1 at t = 1 and j at t = 0) stay exact and go to the smaller index.
 template <typename T>
 __device__ ExactFit warp_fit_segment(const T* __restrict__ xr, const T* __restrict__ cb, const SearchTables& tb, int i,
                                      int lane) {
   const int64_t D = tb.D;
   const T* c0 = cb + int64_t(i) * D;
   const T* c1 = c0 + D;
-  double p = 0, q = 0;
-  for_lane_elements(xr, c0, c1, D, tb.vec4, lane, [&](double xk, double ak, double bk) {
-    const double e = xk - ak;
-    p = fma(e, bk - ak, p);
-    q = fma(e, e, q);
-  });
+  double p = 0;
+  for_lane_elements(xr, c0, c1, D, tb.vec4, lane, [&](double xk, double ak, double bk) { p = fma(xk - ak, bk - ak, p); });
   p = warp_sum(p);
-  q = warp_sum(q);
   ExactFit f;
   f.item = i;
   f.t = segment_t(p, tb.inv_b64[i]);
-  f.dist = expanded_squared_distance(q, p, tb.b64[i], f.t);
-  if (expanded_form_cancels(f.dist, q)) {
-    double s = 0;
-    const double t = f.t;
-    for_lane_elements(xr, c0, c1, D, tb.vec4, lane, [&](double xk, double ak, double bk) {
-      const double e = xk - lerp(ak, bk, t);
-      s = fma(e, e, s);
-    });
-    f.dist = warp_sum(s);
-  }
+  const double t = f.t;
+  double s = 0;
+  for_lane_elements(xr, c0, c1, D, tb.vec4, lane, [&](double xk, double ak, double bk) { s += squared_gap(xk, ak, bk, t); });
+  f.dist = warp_sum(s);
   return f;
 }
 
@@ -210,10 +202,7 @@ __device__ ExactFit warp_fit_vertex(const T* __restrict__ xr, const T* __restric
                                     int lane) {
   const T* c = cb + int64_t(j) * tb.D;
   double s = 0;
-  for_lane_elements(xr, c, c, tb.D, tb.vec4, lane, [&](double xk, double ck, double) {
-    const double e = xk - ck;
-    s = fma(e, e, s);
-  });
+  for_lane_elements(xr, c, c, tb.D, tb.vec4, lane, [&](double xk, double ck, double) { s += squared_gap(xk, ck, ck, 0.0); });
   ExactFit f;
   f.item = j;
   f.dist = warp_sum(s);
