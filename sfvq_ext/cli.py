@@ -139,7 +139,7 @@ def _quantize(args: argparse.Namespace) -> int:
             rows = torch.from_numpy(np.array(x[start : start + args.chunk], dtype=np.float32))
             with torch.no_grad():
                 r = module.project(rows.to(module.weight.device), mode=args.mode)
-            arrays["points"][start : start + len(rows)] = r.point.cpu().numpy()
+            arrays["points"][start : start + len(rows)] = r.point.float().cpu().numpy()  # numpy has no bfloat16
             # coordinates in float64: float32 cannot tell 2**24 apart from its neighbours
             arrays["coords"][start : start + len(rows)] = (r.segment.double() + r.t.double()).cpu().numpy()
             arrays["segments"][start : start + len(rows)] = r.segment.cpu().numpy()

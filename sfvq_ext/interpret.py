@@ -11,11 +11,14 @@ from torch import Tensor
 
 def directions(codebook: Tensor) -> Tensor:
     """Editing directions of the curve: row i is the unit vector from ``c_i`` to
-    ``c_{i+1}`` (segment i), ``(K-1, D)``. A zero-length segment gives a zero row."""
+    ``c_{i+1}`` (segment i), ``(K-1, D)``, in the codebook's dtype promoted to at least
+    float32. A zero-length segment gives a zero row."""
     if not isinstance(codebook, Tensor) or codebook.dim() != 2 or codebook.shape[0] < 2:
         raise ValueError("directions: codebook must be a (K, D) tensor with K >= 2, got "
                          f"{tuple(codebook.shape) if isinstance(codebook, Tensor) else type(codebook).__name__}")
-    d = (codebook[1:] - codebook[:-1]).detach()
+    codebook = codebook.detach()
+    codebook = codebook.to(torch.promote_types(codebook.dtype, torch.float32))  # bf16 differences would round
+    d = codebook[1:] - codebook[:-1]
     length = torch.linalg.vector_norm(d, dim=1, keepdim=True)
     return torch.where(length > 0, d / torch.where(length > 0, length, 1), 0)
 

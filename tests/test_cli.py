@@ -146,3 +146,35 @@ def test_class_help_says_what_it_applies_to(capsys):
     assert "--class CLASS_IDX class index, for class-conditional generators only: conditional StyleGAN2-ADA / " \
            "StyleGAN3 pickles" in text
     assert "and BigGAN (required;" in text
+
+
+def test_quantize_with_a_bfloat16_curve_keeps_coordinates(data_file, tmp_path):
+    """A 512-vector bfloat16 curve: coordinates above 256 are written in float64 (a
+    bfloat16 coordinate could not tell 300 from 301), points as float32."""
+    torch.manual_seed(0)
+    x = torch.from_numpy(np.load(data_file))
+    curve = sfvq_ext.SFVQ(dim=6, bits=9)
+    with torch.no_grad():  # a curve through the data: vertex i at the i-th of 512 sorted samples
+        order = torch.argsort(x[:, 0])
+        curve.initialize(x[:4])
+        for _ in range(7):
+            curve.expand()
+        curve.weight.copy_(x[order][torch.linspace(0, 299, 512).long()] + 0.01 * torch.randn(512, 6))
+    curve = curve.to(torch.bfloat16)
+    sfvq_ext.save(curve, tmp_path / "bf16.safetensors")
+    out = tmp_path / "q"
+    assert cli.main(["quantize", str(tmp_path / "bf16.safetensors"), str(data_file), "--out", str(out), "--quiet"]) == 0
+    coords, segments = np.load(out / "coords.npy"), np.load(out / "segments.npy")
+    points = np.load(out / "points.npy")
+    assert coords.dtype == np.float64 and points.dtype == np.float32 and segments.max() > 256
+    # every coordinate is its segment plus t, and decodes (in float64) to the stored point,
+    # which the op returns in the codebook's dtype (bfloat16: 8 significant bits)
+    t = coords - segments
+    assert np.all((t >= 0) & (t <= 1)) and np.any((t > 0) & (t < 1) & (segments > 256))
+    c = sfvq_ext.load(tmp_path / "bf16.safetensors").codebook.detach().double().numpy()
+    decoded = (1 - t[:, None]) * c[segments] + t[:, None] * c[segments + 1]
+    np.testing.assert_allclose(points, decoded, rtol=2**-8, atol=1e-6)
+    # a bfloat16 coordinate would be wrong by up to 1 (its spacing is 2 above 256)
+    assert np.abs(coords - torch.from_numpy(coords).bfloat16().double().numpy()).max() > 0.1
+    d = sfvq_ext.directions(torch.from_numpy(c).bfloat16())
+    assert d.dtype == torch.float32
