@@ -49,14 +49,14 @@ class NVlabsCode:
     """The modules of one NVlabs clone, kept out of ``sys.modules`` except inside
     ``with code:``.
 
-    Entering (re-entrant, thread-safe by one process-wide lock): every module whose
-    top-level name the clone provides (``names``: dnnlib, torch_utils, training,
-    legacy and the clone's other top-level packages) is taken
-    out of ``sys.modules`` and this clone's modules go in; ``root`` is put first on
+    Entering (re-entrant; one process-wide lock serialises threads): every module
+    whose top-level name the clone provides (``names``: dnnlib, torch_utils,
+    training, legacy and the clone's other top-level packages) is taken out of
+    ``sys.modules`` and this clone's modules go in; ``root`` is put first on
     ``sys.path``, so modules not imported yet come from the clone. Leaving keeps the
-    clone's modules (``modules``) for the next time and restores ``sys.modules``
-    and ``sys.path`` as they were. Use :func:`clone_code` to get the one instance
-    per clone directory.
+    clone's modules (``modules``) for next time and restores ``sys.modules`` and
+    ``sys.path`` as they were. Contexts of different clones nest like a stack. Use
+    :func:`clone_code` to get the one instance per clone directory.
     """
 
     def __init__(self, root: Path):
