@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 
 import sfvq_ext
-from sfvq_ext import _C, reference
+from sfvq_ext import reference
+from sfvq_ext import _C_cuda as _C  # the CUDA kernels' module and its hooks
 
 CHUNK_BYTES = 1 << 30
 SMALL_K_MAX = 32  # the small-codebook kernel's limit (csrc/cuda/search_cuda.h)

@@ -1,26 +1,15 @@
 // The importable extension module sfvq_ext._C. Loading it registers the
-// operators (torch.ops.sfvq.*); the module itself reports build facts and,
-// in CUDA builds, exposes hooks used by tests and benchmarks.
+// operator schemas and the CPU kernels (torch.ops.sfvq.*, python/ops.cpp); the
+// module itself reports build facts. The CUDA kernels are a separate module,
+// sfvq_ext._C_cuda (python/ops_cuda.cpp). No torch header here: pybind11 ties
+// the module to the Python version only, the stable ABI ties it to torch >= 2.10.
 #include <pybind11/pybind11.h>
-#include <pybind11/stl.h>
-
-#if SFVQ_WITH_CUDA
-#include "sfvq/kernels.h"
-#endif
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "sfvq_ext compiled operators (registered as torch.ops.sfvq.*)";
+  // The torch whose headers this was compiled with, and the oldest torch it runs on.
+  m.attr("built_with_torch") = SFVQ_TORCH_VERSION;
+  m.attr("torch_target") = SFVQ_TORCH_TARGET;
+  // Whether this build compiled the CUDA kernels (sfvq_ext/_C_cuda).
   m.attr("cuda_built") = static_cast<bool>(SFVQ_WITH_CUDA);
-  m.attr("torch_version") = SFVQ_TORCH_VERSION;
-#if SFVQ_WITH_CUDA
-  m.def("_cuda_force_fallback", &sfvq::cuda::set_force_fallback,
-        "Send every row of CUDA project/nearest through the float64 brute-force kernel (tests only).");
-  m.def("_cuda_small_k_kernel", &sfvq::cuda::set_small_k_kernel,
-        "Use the small-codebook kernel (K <= 32, aligned float32, D <= 512) for CUDA project/nearest "
-        "(opt-in: not yet run on a GPU).");
-  m.def("_cuda_last_search_stats", &sfvq::cuda::last_search_stats,
-        "(rows, brute-forced rows) of the last CUDA project/nearest call.");
-  m.def("_cuda_last_search_kernel", &sfvq::cuda::last_search_kernel,
-        "Which kernel ran the last CUDA project/nearest call: 'fused' or 'small_k'.");
-#endif
 }

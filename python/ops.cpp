@@ -1,11 +1,12 @@
-// Operator schemas of the extension (one block) and their CPU registrations.
-#include <torch/library.h>
-
+// Operator schemas of the extension (one block) and their CPU registrations,
+// on the LibTorch stable ABI (STABLE_TORCH_LIBRARY, TORCH_BOX). The CUDA
+// registrations are in python/ops_cuda.cpp, a separate library (sfvq_ext/_C_cuda)
+// loaded only under a CUDA build of torch.
 #include "ops_common.h"
 
-TORCH_LIBRARY(sfvq, m) {
-  // Fake (meta) kernels and autograd are registered from Python, in this module.
-  m.set_python_module("sfvq_ext.ops");
+STABLE_TORCH_LIBRARY(sfvq, m) {
+  // Fake (meta) kernels and autograd are registered from Python, in sfvq_ext.ops
+  // (which sfvq_ext imports with this library).
   // Nearest point on the piecewise-linear curve through the codebook rows.
   //   x: (..., D); codebook: (K, D), K >= 2, same dtype (float16/bfloat16/float32/float64) and device.
   //   mode: "exact" (true nearest point) or "vertex" (the original authors' rule).
@@ -35,16 +36,16 @@ TORCH_LIBRARY(sfvq, m) {
       "(Tensor grad_codebook, Tensor grad_dither)");
 }
 
-// Built from the registered ops above, so one registration serves every device.
-TORCH_LIBRARY_IMPL(sfvq, CompositeExplicitAutograd, m) {
-  m.impl("dithered_quantize", &sfvq::binding::dithered_quantize);
-  m.impl("dithered_quantize_backward", &sfvq::binding::dithered_quantize_backward);
+// Built from aten ops only, so one registration serves every device.
+STABLE_TORCH_LIBRARY_IMPL(sfvq, CompositeExplicitAutograd, m) {
+  m.impl("dithered_quantize_backward", TORCH_BOX(&sfvq::binding::dithered_quantize_backward));
 }
 
-TORCH_LIBRARY_IMPL(sfvq, CPU, m) {
+STABLE_TORCH_LIBRARY_IMPL(sfvq, CPU, m) {
   using namespace sfvq;
-  m.impl("project", &binding::project<&cpu::project>);
-  m.impl("nearest", &binding::nearest<&cpu::nearest>);
-  m.impl("decode", &binding::decode<&cpu::decode>);
-  m.impl("expand", &binding::expand<&cpu::expand>);
+  m.impl("project", TORCH_BOX(&binding::project<&cpu::project>));
+  m.impl("nearest", TORCH_BOX(&binding::nearest<&cpu::nearest>));
+  m.impl("decode", TORCH_BOX(&binding::decode<&cpu::decode>));
+  m.impl("expand", TORCH_BOX(&binding::expand<&cpu::expand>));
+  m.impl("dithered_quantize", TORCH_BOX(&binding::dithered_quantize<&cpu::nearest>));
 }

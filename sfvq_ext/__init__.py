@@ -6,9 +6,47 @@ coordinates back to points, :func:`expand` doubles the codebook and
 :func:`init_codebook` gives the 4-vector starting curve.
 """
 
-import torch  # noqa: F401  (loads libtorch: the compiled extension links to it without an rpath)
+import re
 
-from . import _C
+import torch  # loads libtorch: the compiled extension links to it without an rpath
+
+# The oldest torch the compiled extension runs on: it is built on the LibTorch
+# stable ABI of this version, so any newer torch runs it without a rebuild.
+# CMakeLists.txt reads this line (TORCH_TARGET_VERSION).
+TORCH_TARGET = "2.10"
+
+
+def _check_torch_version() -> None:
+    found = re.match(r"(\d+)\.(\d+)", torch.__version__)
+    have = (int(found.group(1)), int(found.group(2))) if found else (0, 0)
+    need = tuple(int(part) for part in TORCH_TARGET.split("."))
+    if have < need:
+        raise ImportError(
+            f"sfvq_ext needs torch >= {TORCH_TARGET} but torch {torch.__version__} is installed; "
+            f"upgrade it with: pip install --upgrade 'torch>={TORCH_TARGET}'"
+        )
+
+
+_check_torch_version()
+
+from . import _C  # noqa: E402  (registers the op schemas and the CPU kernels)
+
+
+def _load_cuda_kernels() -> str | None:
+    """Registers the CUDA kernels (the separate module _C_cuda) when this torch
+    can run them; returns None then, else why they are not registered."""
+    if not _C.cuda_built:
+        return "this build of sfvq_ext has no CUDA kernels (built without nvcc, against a CPU-only torch, or with SFVQ_CUDA=OFF)"
+    if torch.version.cuda is None:
+        return f"torch {torch.__version__} is a CPU-only build"
+    try:
+        from . import _C_cuda  # noqa: F401
+    except ImportError as error:
+        return f"the CUDA kernels did not load under torch {torch.__version__}: {error}"
+    return None
+
+
+_cuda_not_registered = _load_cuda_kernels()
 from .ops import Projection, decode, dithered_quantize, expand, init_codebook, nearest, project
 from .quantizer import SFVQ
 from .checkpoint import load, save
@@ -17,16 +55,19 @@ from .interpret import directions
 
 __version__ = "0.1.0"
 
-__all__ = ["SFVQ", "fit", "save", "load", "directions", "Projection", "project", "nearest", "decode", "expand", "dithered_quantize", "init_codebook", "build_info", "__version__"]
+__all__ = ["SFVQ", "fit", "save", "load", "directions", "Projection", "project", "nearest", "decode", "expand", "dithered_quantize", "init_codebook", "build_info", "TORCH_TARGET", "__version__"]
 
 
 def build_info() -> dict:
     """Facts about the compiled extension and the torch it runs with."""
     return {
         "sfvq_ext": __version__,
-        "built_with_torch": _C.torch_version,
+        "built_with_torch": _C.built_with_torch,
+        "runs_on_torch": f">= {_C.torch_target} (LibTorch stable ABI)",
         "torch": torch.__version__,
-        "cuda_kernels": bool(_C.cuda_built),
+        # CUDA kernels registered (torch.ops.sfvq.* run on CUDA tensors), and if not, why.
+        "cuda_kernels": _cuda_not_registered is None,
+        "cuda_kernels_missing_because": _cuda_not_registered,
         "cuda_available": torch.cuda.is_available(),
         "threads": torch.get_num_threads(),
     }

@@ -2,7 +2,9 @@
 plus their fake (meta) kernels so they trace under ``torch.compile``.
 
 Argument checking happens in the compiled ops (so ``torch.ops.sfvq.*`` called
-directly is checked too); errors name the offending argument.
+directly is checked too); errors name the offending argument. The compiled ops
+raise ValueError (the stable ABI has no TypeError), so the wrappers here check
+tensor-ness and dtypes first and raise TypeError for those.
 """
 
 from __future__ import annotations
@@ -27,9 +29,30 @@ class Projection(NamedTuple):
     dist: Tensor  # (...) squared distance ||x - point||^2
 
 
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
 def _require_tensor(op: str, name: str, value) -> None:
     if not isinstance(value, Tensor):
         raise TypeError(f"sfvq.{op}: {name} must be a torch.Tensor, got {type(value).__name__}")
+
+
+def _require_float(op: str, name: str, value: Tensor) -> None:
+    _require_tensor(op, name, value)
+    if value.dtype not in _FLOATS:
+        raise TypeError(
+            f"sfvq.{op}: {name} must be a floating-point tensor (float16, bfloat16, float32 or float64), got {value.dtype}"
+        )
+
+
+def _require_pair(op: str, x: Tensor, table_name: str, table: Tensor) -> None:
+    """x (..., D) against a (K, D) table: both floating, of one dtype (the type checks of the compiled op)."""
+    _require_float(op, table_name, table)
+    _require_float(op, "x", x)
+    if x.dtype != table.dtype:
+        raise TypeError(
+            f"sfvq.{op}: x and {table_name} must have the same dtype, got x {x.dtype} and {table_name} {table.dtype}"
+        )
 
 
 def project(x: Tensor, codebook: Tensor, mode: str = "exact") -> Projection:
@@ -44,6 +67,7 @@ def project(x: Tensor, codebook: Tensor, mode: str = "exact") -> Projection:
     """
     _require_tensor("project", "x", x)
     _require_tensor("project", "codebook", codebook)
+    _require_pair("project", x, "codebook", codebook)
     return Projection(*torch.ops.sfvq.project(x, codebook, mode))
 
 
@@ -52,6 +76,7 @@ def nearest(x: Tensor, points: Tensor) -> tuple[Tensor, Tensor]:
     for every vector of ``x`` ``(..., D)``. Ties resolve to the smallest index."""
     _require_tensor("nearest", "x", x)
     _require_tensor("nearest", "points", points)
+    _require_pair("nearest", x, "points", points)
     return torch.ops.sfvq.nearest(x, points)
 
 
@@ -63,6 +88,8 @@ def decode(coord: Tensor, codebook: Tensor) -> Tensor:
     """
     _require_tensor("decode", "coord", coord)
     _require_tensor("decode", "codebook", codebook)
+    _require_float("decode", "codebook", codebook)
+    _require_float("decode", "coord", coord)
     return torch.ops.sfvq.decode(coord, codebook)
 
 
@@ -72,7 +99,7 @@ def expand(codebook: Tensor, eps: float = 0.01) -> Tensor:
     Old vertex ``j < K // 2`` becomes the points at coordinates ``j`` and ``j + eps``;
     ``j >= K // 2`` becomes ``j - eps`` and ``j``. Both ends stay where they are.
     """
-    _require_tensor("expand", "codebook", codebook)
+    _require_float("expand", "codebook", codebook)
     return torch.ops.sfvq.expand(codebook, float(eps))
 
 
@@ -88,6 +115,11 @@ def dithered_quantize(x: Tensor, codebook: Tensor, dither: Tensor) -> tuple[Tens
     _require_tensor("dithered_quantize", "x", x)
     _require_tensor("dithered_quantize", "codebook", codebook)
     _require_tensor("dithered_quantize", "dither", dither)
+    _require_pair("dithered_quantize", x, "codebook", codebook)
+    if dither.dtype != codebook.dtype:
+        raise TypeError(
+            f"sfvq.dithered_quantize: dither must have the dtype of codebook ({codebook.dtype}), got {dither.dtype}"
+        )
     return torch.ops.sfvq.dithered_quantize(x, codebook, dither)
 
 

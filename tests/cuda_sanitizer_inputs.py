@@ -10,7 +10,7 @@ import sys
 import torch
 
 import sfvq_ext
-from sfvq_ext import _C
+from sfvq_ext import _C_cuda as _C  # the CUDA kernels' module and its hooks
 
 
 def main() -> None:

@@ -40,10 +40,15 @@ def test_torch_compile():
     assert torch.equal(point, r.point * 2) and torch.equal(coord, r.coord + 1)
 
 
-def test_cuda_kernels_registered_exactly_when_built():
-    for op in OPS:
+def test_cuda_kernels_registered_exactly_when_built_and_torch_has_cuda():
+    # The CUDA kernels are a separate module: a CUDA-enabled build runs its CPU ops
+    # under a CPU-only torch, and build_info() says why CUDA is not registered.
+    info = sfvq_ext.build_info()
+    assert info["cuda_kernels"] == (_C.cuda_built and torch.version.cuda is not None)
+    assert (info["cuda_kernels_missing_because"] is None) == info["cuda_kernels"]
+    for op in OPS + ["dithered_quantize"]:
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"sfvq::{op}", "CPU")
-        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"sfvq::{op}", "CUDA") == _C.cuda_built
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"sfvq::{op}", "CUDA") == info["cuda_kernels"]
 
 
 @requires_cuda

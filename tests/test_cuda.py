@@ -12,11 +12,13 @@ import pytest
 import torch
 
 import sfvq_ext
-from sfvq_ext import _C, reference
+from sfvq_ext import reference
 from conftest import requires_cuda
 from test_project import assert_exact_projection, curve, unique_best_rows
 
 pytestmark = requires_cuda
+if torch.cuda.is_available():
+    from sfvq_ext import _C_cuda as _C  # the CUDA kernels' module and its test hooks
 
 
 @pytest.fixture(params=["fused", "brute_force", "small_k"])

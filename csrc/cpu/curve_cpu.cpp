@@ -1,7 +1,4 @@
 // CPU curve decoding (coordinate -> point) and codebook expansion (K -> 2K).
-#include <ATen/ATen.h>
-#include <ATen/Parallel.h>
-
 #include <type_traits>
 
 #include "sfvq/kernels.h"
@@ -12,12 +9,12 @@ namespace {
 
 // out[r] = the curve point locate(r) names as (segment j, fraction f), for r in [0, rows).
 template <typename scalar_t, typename Locate>
-void points_at(const at::Tensor& codebook, int64_t rows, const Locate& locate, at::Tensor& out) {
+void points_at(const Tensor& codebook, int64_t rows, const Locate& locate, Tensor& out) {
   using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
   const int64_t D = codebook.size(1);
-  const scalar_t* c = codebook.data_ptr<scalar_t>();
-  scalar_t* o = out.data_ptr<scalar_t>();
-  at::parallel_for(0, rows, 256, [&](int64_t begin, int64_t end) {
+  const scalar_t* c = codebook.const_data_ptr<scalar_t>();
+  scalar_t* o = out.mutable_data_ptr<scalar_t>();
+  torch::stable::parallel_for(0, rows, 256, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       int64_t j;
       acc_t f;
@@ -31,13 +28,14 @@ void points_at(const at::Tensor& codebook, int64_t rows, const Locate& locate, a
 
 }  // namespace
 
-void decode(const at::Tensor& coord, const at::Tensor& codebook, at::Tensor& out) {
+void decode(const Tensor& coord, const Tensor& codebook, Tensor& out) {
   const int64_t K = codebook.size(0);
   // Coordinates are read in float64 whatever their dtype: float32 cannot place
   // u = 2^24 + 0.5, and the codebook's dtype must not round the coordinate.
-  const at::Tensor u = coord.to(at::kDouble).contiguous();
-  const double* up = u.data_ptr<double>();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, codebook.scalar_type(), "sfvq_decode_cpu", [&] {
+  const Tensor u = torch::stable::contiguous(to_dtype(coord, ScalarType::Double));
+  const double* up = u.const_data_ptr<double>();
+  dispatch_floating(codebook.scalar_type(), "sfvq.decode", [&](auto tag) {
+    using scalar_t = decltype(tag);
     using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
     points_at<scalar_t>(codebook, u.numel(), [up, K](int64_t r, int64_t& j, acc_t& f) {
       double f64;
@@ -47,9 +45,10 @@ void decode(const at::Tensor& coord, const at::Tensor& codebook, at::Tensor& out
   });
 }
 
-void expand(const at::Tensor& codebook, double eps, at::Tensor& out) {
+void expand(const Tensor& codebook, double eps, Tensor& out) {
   const int64_t K = codebook.size(0);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, codebook.scalar_type(), "sfvq_expand_cpu", [&] {
+  dispatch_floating(codebook.scalar_type(), "sfvq.expand", [&](auto tag) {
+    using scalar_t = decltype(tag);
     using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
     const acc_t e = static_cast<acc_t>(eps);
     points_at<scalar_t>(codebook, 2 * K, [K, e](int64_t n, int64_t& j, acc_t& f) { expanded_vertex_location(n, K, e, j, f); }, out);

@@ -7,9 +7,11 @@
 // the original values. The expanded scores only choose candidates; every
 // returned number comes from the direct formula. Rows are processed in blocks,
 // in parallel, so no N x K buffer ever exists.
-#include <ATen/ATen.h>
-#include <ATen/Parallel.h>
-#include <c10/util/Exception.h>
+//
+// Torch through its stable ABI (sfvq/stable.h): the row blocks run in
+// torch::stable::parallel_for (torch's own thread pool), and each block's GEMM
+// is torch's aten::mm.out, reached through the stable dispatcher call (the
+// stable API at 2.10 wraps no GEMM).
 
 #include <algorithm>
 #include <atomic>
@@ -198,29 +200,36 @@ struct CodebookTables {
   acc_t scale;                       // 2^scale_exp
   double scale64, unscale64;         // 2^scale_exp and 2^-scale_exp
   std::vector<acc_t> mean;           // (D,) mean of the scaled codebook
-  at::Tensor centered;               // (K, D) acc_t, GEMM operand
+  Tensor centered;                   // (K, D) acc_t, GEMM operand
   std::vector<acc_t> a, n, b, inv_b; // <c_i, d_i>, ||c_j||^2, ||d_i||^2, 1/||d_i||^2 (centred)
-  at::Tensor exact;                  // (K, D) float64, the scaled codebook
+  std::vector<double> exact;         // (K, D) float64, the scaled codebook
   std::vector<double> inv_b64;       // 1/||d_i||^2 of the scaled codebook (0 for zero length)
   acc_t max_n = 0;                   // max_j ||c_j||^2 (centred)
 
-  CodebookTables(const at::Tensor& codebook, bool with_segments) : K(codebook.size(0)), D(codebook.size(1)) {
+  // codebook: (K, D) contiguous, of dtype scalar_t.
+  template <typename scalar_t>
+  CodebookTables(const Tensor& codebook, bool with_segments, scalar_t /*dtype tag*/)
+      : K(codebook.size(0)), D(codebook.size(1)) {
+    const scalar_t* source = codebook.const_data_ptr<scalar_t>();
+    double max_abs = 0;
+    for (int64_t i = 0; i < K * D; ++i) max_abs = std::max(max_abs, std::abs(static_cast<double>(source[i])));
     // 2^e must be a normal number of acc_t (float: |e| <= 126).
     constexpr int max_exp = std::numeric_limits<acc_t>::max_exponent - 2;
-    scale_exp = scale_exponent(codebook.abs().max().item<double>(), max_exp);
+    scale_exp = scale_exponent(max_abs, max_exp);
     scale64 = std::ldexp(1.0, scale_exp);
     unscale64 = std::ldexp(1.0, -scale_exp);
     scale = static_cast<acc_t>(scale64);
-    exact = (codebook.to(at::kDouble) * scale64).contiguous();
-    const double* c = exact.data_ptr<double>();
+    exact.resize(K * D);  // exact: a power-of-two scaling of float64 values
+    for (int64_t i = 0; i < K * D; ++i) exact[i] = static_cast<double>(source[i]) * scale64;
+    const double* c = exact.data();
     std::vector<double> m(D, 0.0);
     for (int64_t j = 0; j < K; ++j)
       for (int64_t k = 0; k < D; ++k) m[k] += c[j * D + k];
     mean.resize(D);
     for (int64_t k = 0; k < D; ++k) mean[k] = static_cast<acc_t>(m[k] / static_cast<double>(K));
 
-    centered = at::empty({K, D}, codebook.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
-    acc_t* cc = centered.data_ptr<acc_t>();
+    centered = empty({K, D}, scalar_type_of<acc_t>(), codebook.device());
+    acc_t* cc = centered.mutable_data_ptr<acc_t>();
     n.assign(K, 0);
     for (int64_t j = 0; j < K; ++j) {
       double nj = 0;
@@ -250,7 +259,7 @@ struct CodebookTables {
     }
   }
 
-  const double* vertex(int64_t j) const { return exact.data_ptr<double>() + j * D; }
+  const double* vertex(int64_t j) const { return exact.data() + j * D; }
 
   // Bound on the difference between two rounded scores of a row whose centred
   // squared norm is xn (the width of the contender window). A GEMM entry g_j is
@@ -344,7 +353,8 @@ struct FarRowFitter {
 // and make at least one block per thread.
 int64_t rows_per_block(int64_t N, int64_t K, int64_t elem_size) {
   int64_t rows = std::clamp<int64_t>((int64_t{1} << 19) / (K * elem_size), 16, 512);
-  const int64_t per_thread = (N + at::get_num_threads() - 1) / at::get_num_threads();
+  const int64_t threads = torch::stable::get_num_threads();
+  const int64_t per_thread = (N + threads - 1) / threads;
   rows = std::min(rows, std::max<int64_t>(8, (per_thread + 7) / 8 * 8));
   return rows;
 }
@@ -355,27 +365,27 @@ int64_t rows_per_block(int64_t N, int64_t K, int64_t elem_size) {
 // nearest, and fitter gives their exact fits (a RowFitter, or a FarRowFitter
 // with every item as a candidate for a far row).
 template <typename scalar_t, typename acc_t, typename Finish>
-void search_rows(const at::Tensor& x, const CodebookTables<acc_t>& tables, bool segments, const Finish& finish) {
+void search_rows(const Tensor& x, const CodebookTables<acc_t>& tables, bool segments, const Finish& finish) {
   using row_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
   const int64_t N = x.size(0), D = tables.D, K = tables.K;
   const int64_t items = segments ? K - 1 : K;
   const int64_t block = rows_per_block(N, K, sizeof(acc_t));
   const int64_t nblocks = (N + block - 1) / block;
-  const scalar_t* xp = x.data_ptr<scalar_t>();
-  const auto acc_opts = x.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
-  const at::Tensor codebook_t = tables.centered.t();
+  const scalar_t* xp = x.const_data_ptr<scalar_t>();
+  const Tensor codebook_t = torch::stable::transpose(tables.centered, 0, 1);
   std::atomic<int64_t> first_bad_row{N};
 
-  at::parallel_for(0, nblocks, 1, [&](int64_t block_begin, int64_t block_end) {
-    at::Tensor xc = at::empty({block, D}, acc_opts);
-    at::Tensor g = at::empty({block, K}, acc_opts);
+  torch::stable::parallel_for(0, nblocks, 1, [&](int64_t block_begin, int64_t block_end) {
+    Tensor xc = empty({block, D}, scalar_type_of<acc_t>(), x.device());
+    Tensor g = empty({block, K}, scalar_type_of<acc_t>(), x.device());
+    acc_t* const xcp = xc.mutable_data_ptr<acc_t>();
+    const acc_t* const gp = g.const_data_ptr<acc_t>();
     std::vector<acc_t> scores(items), row_norm(block);
     std::vector<int64_t> cand, all_items(items);
     for (int64_t i = 0; i < items; ++i) all_items[i] = i;
     std::vector<row_t> row_copy(std::is_same_v<scalar_t, row_t> ? 0 : D);
     for (int64_t blk = block_begin; blk < block_end; ++blk) {
       const int64_t r0 = blk * block, rows = std::min(block, N - r0);
-      acc_t* xcp = xc.data_ptr<acc_t>();
       bool finite = true;
       for (int64_t r = 0; r < rows; ++r) {
         row_norm[r] = center_row(xp + (r0 + r) * D, tables.scale, tables.mean.data(), D, xcp + r * D);
@@ -389,9 +399,8 @@ void search_rows(const at::Tensor& x, const CodebookTables<acc_t>& tables, bool 
         if (!(row_norm[r] <= acc_t(kFarSquaredNorm))) std::fill(xcp + r * D, xcp + (r + 1) * D, acc_t(0));
       }
       if (!finite) continue;
-      at::Tensor g_rows = g.narrow(0, 0, rows);
-      at::mm_out(g_rows, xc.narrow(0, 0, rows), codebook_t);
-      const acc_t* gp = g.data_ptr<acc_t>();
+      // g[:rows] = xc[:rows] @ codebook_t, in place (aten::mm.out).
+      call_op("aten::mm", "out", torch::stable::narrow(xc, 0, 0, rows), codebook_t, torch::stable::narrow(g, 0, 0, rows));
       for (int64_t r = 0; r < rows; ++r) {
         const scalar_t* xrow = xp + (r0 + r) * D;
         const row_t* row;
@@ -430,7 +439,7 @@ std::pair<int64_t, double> best_vertex(const Fitter& fitter, const std::vector<i
   }
   // Finite inputs always give finite distances (the fitters scale them); an
   // index outside the table would be read next, so fail loudly instead.
-  TORCH_INTERNAL_ASSERT(best >= 0, "sfvq: no finite distance among ", cand.size(), " candidates");
+  check_internal(best >= 0, "no finite distance among ", cand.size(), " candidates");
   return {best, best_dist};
 }
 
@@ -441,20 +450,20 @@ SegmentFit best_segment(const Fitter& fitter, const std::vector<int64_t>& cand) 
     const SegmentFit f = fitter.segment(i);
     if (f.dist < best.dist) best = f;
   }
-  TORCH_INTERNAL_ASSERT(best.segment >= 0, "sfvq: no finite distance among ", cand.size(), " candidates");
+  check_internal(best.segment >= 0, "no finite distance among ", cand.size(), " candidates");
   return best;
 }
 
 template <typename scalar_t, typename acc_t>
-void project_typed(const at::Tensor& x, const at::Tensor& codebook, bool vertex_rule, Projection& out) {
+void project_typed(const Tensor& x, const Tensor& codebook, bool vertex_rule, Projection& out) {
   const int64_t K = codebook.size(0), D = codebook.size(1);
-  const CodebookTables<acc_t> tables(codebook, /*with_segments=*/true);
+  const CodebookTables<acc_t> tables(codebook, /*with_segments=*/true, scalar_t{});
   using out_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
-  scalar_t* point = out.point.data_ptr<scalar_t>();
-  int64_t* segment = out.segment.data_ptr<int64_t>();
-  out_t* t_out = out.t.data_ptr<out_t>();
-  out_t* coord = out.coord.data_ptr<out_t>();
-  out_t* dist = out.dist.data_ptr<out_t>();
+  scalar_t* point = out.point.mutable_data_ptr<scalar_t>();
+  int64_t* segment = out.segment.mutable_data_ptr<int64_t>();
+  out_t* t_out = out.t.mutable_data_ptr<out_t>();
+  out_t* coord = out.coord.mutable_data_ptr<out_t>();
+  out_t* dist = out.dist.mutable_data_ptr<out_t>();
 
   // dist_exp: the fitter's distances times 2^dist_exp are in the input's units
   // (Inf where they exceed the output dtype: the segment, t and point stay exact).
@@ -483,11 +492,11 @@ void project_typed(const at::Tensor& x, const at::Tensor& codebook, bool vertex_
 }
 
 template <typename scalar_t, typename acc_t>
-void nearest_typed(const at::Tensor& x, const at::Tensor& points, at::Tensor& index, at::Tensor& dist) {
-  const CodebookTables<acc_t> tables(points, /*with_segments=*/false);
+void nearest_typed(const Tensor& x, const Tensor& points, Tensor& index, Tensor& dist) {
+  const CodebookTables<acc_t> tables(points, /*with_segments=*/false, scalar_t{});
   using out_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
-  int64_t* index_p = index.data_ptr<int64_t>();
-  out_t* dist_p = dist.data_ptr<out_t>();
+  int64_t* index_p = index.mutable_data_ptr<int64_t>();
+  out_t* dist_p = dist.mutable_data_ptr<out_t>();
   search_rows<scalar_t, acc_t>(x, tables, /*segments=*/false, [&](int64_t r, const auto& fitter, const auto& cand) {
     const auto [j, d] = best_vertex(fitter, cand);
     index_p[r] = j;
@@ -497,17 +506,19 @@ void nearest_typed(const at::Tensor& x, const at::Tensor& points, at::Tensor& in
 
 }  // namespace
 
-void project(const at::Tensor& x, const at::Tensor& codebook, bool vertex_rule, Projection& out) {
+void project(const Tensor& x, const Tensor& codebook, bool vertex_rule, Projection& out) {
   if (x.size(0) == 0) return;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "sfvq_project_cpu", [&] {
+  dispatch_floating(x.scalar_type(), "sfvq.project", [&](auto tag) {
+    using scalar_t = decltype(tag);
     using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
     project_typed<scalar_t, acc_t>(x, codebook, vertex_rule, out);
   });
 }
 
-void nearest(const at::Tensor& x, const at::Tensor& points, at::Tensor& index, at::Tensor& dist) {
+void nearest(const Tensor& x, const Tensor& points, Tensor& index, Tensor& dist) {
   if (x.size(0) == 0) return;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "sfvq_nearest_cpu", [&] {
+  dispatch_floating(x.scalar_type(), "sfvq.nearest", [&](auto tag) {
+    using scalar_t = decltype(tag);
     using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
     nearest_typed<scalar_t, acc_t>(x, points, index, dist);
   });
