@@ -20,7 +20,8 @@ py="$venv/bin/python"
 # torch first: the extension is compiled against the torch that is installed.
 "$py" -m pip install --quiet "$torch_req"
 "$py" -m pip install --quiet "scikit-build-core>=0.10" "pybind11>=2.12" ninja "cmake>=3.26"
-# No build isolation: an isolated build would fetch a different torch to compile against.
+# No build isolation: compile against the torch just installed (an isolated build
+# works too, the extension is on the stable ABI, but fetches a torch to compile against).
 "$py" -m pip install --quiet --no-build-isolation -e ".[test,bench,biggan]"
 "$venv/bin/sfvq" check
 "$venv/bin/sfvq" demo --out sfvq-demo

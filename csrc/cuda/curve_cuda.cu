@@ -1,14 +1,9 @@
 // CUDA curve decoding (coordinate -> point) and codebook expansion (K -> 2K).
 // One thread per output element, 64-bit indexing, current stream.
-#include <ATen/core/Tensor.h>
-#include <ATen/Dispatch.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-
 #include <type_traits>
 
 #include "sfvq/kernels.h"
+#include "stable_cuda.h"
 #include "sfvq/segment.h"
 
 namespace sfvq::cuda {
@@ -55,29 +50,31 @@ __global__ void points_at_kernel(const scalar_t* __restrict__ c, int64_t D, int6
 }
 
 template <typename scalar_t, typename Locate>
-void launch_points_at(const at::Tensor& codebook, int64_t rows, Locate locate, at::Tensor& out) {
+void launch_points_at(const Tensor& codebook, int64_t rows, Locate locate, Tensor& out) {
   const int64_t total = rows * codebook.size(1);
   if (total == 0) return;
   const int64_t blocks = std::min<int64_t>((total + kThreads - 1) / kThreads, int64_t{1} << 20);
-  points_at_kernel<scalar_t><<<blocks, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-      codebook.data_ptr<scalar_t>(), codebook.size(1), rows, locate, out.data_ptr<scalar_t>());
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  points_at_kernel<scalar_t><<<blocks, kThreads, 0, current_stream(codebook)>>>(
+      codebook.const_data_ptr<scalar_t>(), codebook.size(1), rows, locate, out.mutable_data_ptr<scalar_t>());
+  STD_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 }  // namespace
 
-void decode(const at::Tensor& coord, const at::Tensor& codebook, at::Tensor& out) {
-  const c10::cuda::CUDAGuard guard(codebook.device());
-  const at::Tensor u = coord.to(at::kDouble).contiguous();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, codebook.scalar_type(), "sfvq_decode_cuda", [&] {
+void decode(const Tensor& coord, const Tensor& codebook, Tensor& out) {
+  const DeviceGuard guard(device_index(codebook));
+  const Tensor u = torch::stable::contiguous(to_dtype(coord, ScalarType::Double));
+  dispatch_floating(codebook.scalar_type(), "sfvq.decode", [&](auto tag) {
+    using scalar_t = decltype(tag);
     using acc_t = acc_type<scalar_t>;
-    launch_points_at<scalar_t>(codebook, u.numel(), LocateCoordinate<acc_t>{u.data_ptr<double>(), codebook.size(0)}, out);
+    launch_points_at<scalar_t>(codebook, u.numel(), LocateCoordinate<acc_t>{u.const_data_ptr<double>(), codebook.size(0)}, out);
   });
 }
 
-void expand(const at::Tensor& codebook, double eps, at::Tensor& out) {
-  const c10::cuda::CUDAGuard guard(codebook.device());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, codebook.scalar_type(), "sfvq_expand_cuda", [&] {
+void expand(const Tensor& codebook, double eps, Tensor& out) {
+  const DeviceGuard guard(device_index(codebook));
+  dispatch_floating(codebook.scalar_type(), "sfvq.expand", [&](auto tag) {
+    using scalar_t = decltype(tag);
     using acc_t = acc_type<scalar_t>;
     launch_points_at<scalar_t>(codebook, 2 * codebook.size(0),
                                LocateExpansion<acc_t>{codebook.size(0), static_cast<acc_t>(eps)}, out);

@@ -24,8 +24,8 @@
 // most dx and every vertex by at most dc, and distance to a segment is
 // 1-Lipschitz in both, so the exact distance is at least
 //   (sqrt(max(s~ + ||x~||^2 - E, 0)) - dx - dc)^2     (0 if the root is negative).
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
+#include <torch/headeronly/util/BFloat16.h>
+#include <torch/headeronly/util/Half.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -860,6 +860,11 @@ void fallback_typed(const void* x, const void* cb, int64_t count, const SearchTa
   check(cudaGetLastError(), "fallback_kernel launch");
 }
 
+__global__ void round_to_tf32_kernel(uint32_t* __restrict__ bits, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    bits[i] = (bits[i] + 0x1000u) & 0xFFFFE000u;
+}
+
 // Calls f(T{}) with T the C++ type of the input dtype.
 template <typename F>
 void with_input_type(InputType type, F&& f) {
@@ -878,6 +883,13 @@ void launch_search(InputType type, const void* x, const void* codebook, int64_t 
   with_input_type(type, [&](auto tag) {
     launch_typed<decltype(tag)>(x, codebook, N, tables, mode, out, stream);
   });
+}
+
+void launch_round_to_tf32(float* data, int64_t n, cudaStream_t stream) {
+  if (n <= 0) return;
+  const int64_t blocks = std::min<int64_t>((n + 255) / 256, int64_t{1} << 20);
+  round_to_tf32_kernel<<<static_cast<unsigned>(blocks), 256, 0, stream>>>(reinterpret_cast<uint32_t*>(data), n);
+  check(cudaGetLastError(), "round_to_tf32_kernel launch");
 }
 
 void launch_fallback(InputType type, const void* x, const void* codebook, int64_t count, const SearchTables& tables,

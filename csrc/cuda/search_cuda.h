@@ -1,5 +1,5 @@
 // Interface between the host side of the CUDA search (search_cuda_host.cpp,
-// which prepares codebook tables with ATen) and its kernels (search_cuda.cu,
+// which prepares codebook tables with aten ops) and its kernels (search_cuda.cu,
 // which sees only raw pointers). Kept free of torch headers so the .cu
 // compiles quickly.
 #pragma once
@@ -56,6 +56,11 @@ enum class InputType : int { kFloat = 0, kDouble = 1, kHalf = 2, kBFloat16 = 3 }
 // running best-candidate lists, exact float64 finish of certified rows.
 void launch_search(InputType type, const void* x, const void* codebook, int64_t N, const SearchTables& tables,
                    SearchMode mode, const SearchOutputs& out, cudaStream_t stream);
+
+// Rounds float32 values to TF32 in place (10 explicit mantissa bits, to nearest
+// with ties away from zero, as cvt.rna.tf32.f32 does): add half a TF32 unit to
+// the magnitude bits, then clear the 13 dropped bits. Finite values only.
+void launch_round_to_tf32(float* data, int64_t n, cudaStream_t stream);
 
 // Brute force in float64 over every segment (or vertex) for the rows listed in
 // out.fallback_rows[0 .. count).
