@@ -44,7 +44,7 @@ float round_up(double v) { return std::nextafter(static_cast<float>(v * (1.0 + 1
 
 // Owns the device tensors that SearchTables points into.
 struct Tables {
-  at::Tensor centered, mean, mean64, n, a, b, inv_b, inv_b64;
+  at::Tensor centered, mean, mean64, n, a, b, inv_b, b64;
   SearchTables view;
   double max_abs = 0;  // largest magnitude in the codebook
 
@@ -69,8 +69,7 @@ struct Tables {
       a = (cc64.narrow(0, 0, K - 1) * d).sum(1).to(at::kFloat);
       b = d.square().sum(1).to(at::kFloat);
       inv_b = at::where(b > 0, b.reciprocal(), at::zeros_like(b));
-      const at::Tensor b64 = (c64.narrow(0, 1, K - 1) - c64.narrow(0, 0, K - 1)).square().sum(1);
-      inv_b64 = at::where(b64 > 0, b64.reciprocal(), at::zeros_like(b64));
+      b64 = (c64.narrow(0, 1, K - 1) - c64.narrow(0, 0, K - 1)).square().sum(1);
     }
     view.centered = centered.data_ptr<float>();
     view.mean = mean.data_ptr<float>();
@@ -80,7 +79,7 @@ struct Tables {
       view.a = a.data_ptr<float>();
       view.b = b.data_ptr<float>();
       view.inv_b = inv_b.data_ptr<float>();
-      view.inv_b64 = inv_b64.data_ptr<double>();
+      view.b64 = b64.data_ptr<double>();
     }
     view.K = K, view.D = D, view.Dp = Dp;
     view.norm_max = round_up(scalars[0].item<double>());
