@@ -231,3 +231,71 @@ def test_layer_groups():
     assert layer_groups(18)["middle"] == range(6, 12)
     assert layer_groups(1) == {"all": range(1)}
     assert layer_groups(2) == {"all": range(2), "coarse": range(0, 1), "fine": range(1, 2)}
+
+
+# ---------------------------------------------------------------------------
+# Bring-your-own probe (issue 16, item 2)
+
+from sfvq_ext.interpret import ProbeTable, probe_table  # noqa: E402
+
+
+class ChannelMeans:
+    """A probe anyone could write: the mean of each colour channel, and its brightness."""
+
+    names = ["red", "green", "blue", "brightness"]
+
+    def __call__(self, images):
+        means = images.mean(dim=(2, 3))
+        return torch.cat([means, means.mean(1, keepdim=True)], dim=1)
+
+
+def colour_adapter():
+    """Latent (r, g, b): a flat image of that colour (tanh), 3 layers; a layer's latent
+    sets one 4x4 band of rows, so layers are visible apart."""
+    def render(z):
+        z = z if z.dim() == 3 else z[:, None].expand(-1, 3, -1)
+        bands = torch.tanh(z).permute(0, 2, 1)[..., None]  # (n, 3 colours, 3 layers, 1)
+        return bands.repeat_interleave(4, dim=2).expand(-1, -1, -1, 12)
+    return CallableAdapter(lambda n, g: 0.1 * torch.randn(n, 3, generator=g), render, latent_dim=3, num_layers=3)
+
+
+def test_probe_table_reads_which_score_each_direction_moves():
+    adapter = colour_adapter()
+    z = adapter.sample_latents(5, seed=0)
+    dirs = torch.tensor([[1.0, 0, 0], [0, 0, 1.0], [0.6, 0.8, 0]])
+    table = probe_table(adapter, ChannelMeans(), z, dirs, 0.5, labels=["r", "b", "rg"], progress=False)
+    # oracle: the probe's readings of the renders, by hand
+    base = ChannelMeans()(adapter.render(z, progress=False)).double()
+    for m, d in enumerate(dirs):
+        after = ChannelMeans()(adapter.render(z + 0.5 * d, progress=False)).double()
+        torch.testing.assert_close(table.changes[m], (after - base).abs().mean(0))
+    assert table.top == ["red", "blue", "green"]
+    assert table.changes[0, 1] == 0 and table.changes[0, 2] == 0
+    # red alone: red moves by x, brightness by x/3 -> exclusivity 3/4
+    assert table.exclusivity[0].item() == pytest.approx(0.75)
+    assert table.rows()[1]["label"] == "b" and "| rg | green |" in table.to_markdown()
+
+
+def test_probe_table_groups_layers_and_bad_probes():
+    adapter = colour_adapter()
+    z = adapter.sample_latents(4, seed=1)
+    d = torch.tensor([[1.0, 0, 0]])
+    grouped = probe_table(adapter, ChannelMeans(), z, d, 0.5, groups={"colour": ["red", "green", "blue"]},
+                          progress=False)
+    plain = probe_table(adapter, ChannelMeans(), z, d, 0.5, progress=False)
+    assert grouped.names == ["colour", "brightness"]
+    torch.testing.assert_close(grouped.changes[0], torch.stack([plain.changes[0, :3].sum(), plain.changes[0, 3]]))
+    # one layer of three: a third of the image moves, so a third of the mean change
+    per_layer = probe_table(adapter, ChannelMeans(), z, torch.cat([d, d]), 0.5, layers=[[0], None], progress=False)
+    assert per_layer.changes[0, 0].item() == pytest.approx(plain.changes[0, 0].item() / 3, rel=1e-6)
+    assert per_layer.changes[1, 0].item() == pytest.approx(plain.changes[0, 0].item(), rel=1e-9)
+    with pytest.raises(ValueError, match="probe: must return"):
+        probe_table(adapter, lambda images: images.mean(dim=(1, 2, 3)), z, d, 0.5, progress=False)
+    with pytest.raises(ValueError, match="NaN"):
+        probe_table(adapter, lambda images: images.mean(dim=(2, 3)) / 0, z, d, 0.5, progress=False)
+    with pytest.raises(ValueError, match="names"):
+        probe_table(adapter, ChannelMeans(), z, d, 0.5, names=["a", "b"], progress=False)
+    with pytest.raises(ValueError, match="not one of the scores"):
+        probe_table(adapter, ChannelMeans(), z, d, 0.5, groups={"g": ["red", "cyan"]}, progress=False)
+    assert probe_table(adapter, lambda im: im.mean(dim=(2, 3)), z, d, 0.5, progress=False).names == \
+        ["score 0", "score 1", "score 2"]
