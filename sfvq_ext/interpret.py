@@ -124,3 +124,4 @@ def augment_segment(adapter, codebook: Tensor, segment: int, n: int, out_dir, *,
 from .layer_profile import (LayerProfile, image_change, layer_groups, layer_profile, layer_profiles,  # noqa: E402
                             probe_change, suggest_layers)
 from .probe import ProbeTable, call_probe, probe_table  # noqa: E402
+from .ranking import SegmentRank, jump_segments, rank_segments, segment_lengths  # noqa: E402

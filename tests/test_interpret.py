@@ -299,3 +299,73 @@ def test_probe_table_groups_layers_and_bad_probes():
         probe_table(adapter, ChannelMeans(), z, d, 0.5, groups={"g": ["red", "cyan"]}, progress=False)
     assert probe_table(adapter, lambda im: im.mean(dim=(2, 3)), z, d, 0.5, progress=False).names == \
         ["score 0", "score 1", "score 2"]
+
+
+# ---------------------------------------------------------------------------
+# Segment ranking (issue 16, item 3)
+
+from sfvq_ext.interpret import jump_segments, rank_segments  # noqa: E402
+
+
+def banded_adapter():
+    """3 W+ layers, latents of width 3; band l of the 12x12 image (rows 4l..4l+3) is the
+    grey level tanh(w_l[l]): layer l acts only through its own coordinate l."""
+    def render(w):
+        w = w if w.dim() == 3 else w[:, None].expand(-1, 3, -1)
+        grey = torch.tanh(torch.diagonal(w, dim1=1, dim2=2))  # (n, 3): layer l's coordinate l
+        return grey[:, None, :, None].repeat_interleave(4, dim=2).expand(-1, 3, -1, 12)
+    return CallableAdapter(lambda n, g: 0.1 * torch.randn(n, 3, generator=g), render, latent_dim=3, num_layers=3)
+
+
+class BandMeans:
+    names = ["band0", "band1", "band2"]
+
+    def __call__(self, images):
+        return images[:, 0].reshape(len(images), 3, 4, 12).mean(dim=(2, 3))
+
+
+def banded_curve():
+    e = torch.eye(3)
+    ones = torch.ones(3) / 3**0.5
+    steps = [0.5 * e[0], 0.5 * (e[0] + e[1]) / 2**0.5, 0.5 * e[2], 10 * ones, 0.5 * ones]
+    return torch.cumsum(torch.stack([torch.zeros(3)] + steps), dim=0)  # segment i moves by steps[i]
+
+
+def test_rank_segments_prefers_large_local_edits_and_flags_jumps():
+    adapter, codebook = banded_adapter(), banded_curve()
+    z = adapter.sample_latents(6, seed=0)
+    assert jump_segments(codebook).tolist() == [False, False, False, True, False]
+    ranked = rank_segments(adapter, codebook, z, 0.5, progress=False)
+    order = [r.segment for r in ranked]
+    assert set(order[:2]) == {0, 2} and order[2:] == [1, 4, 3]  # one layer, two layers, all three, the jump
+    by_segment = {r.segment: r for r in ranked}
+    assert by_segment[3].jump and by_segment[3].score is None and by_segment[3].length == pytest.approx(10)
+    assert by_segment[0].profile.layers == range(0, 1) and by_segment[2].profile.layers == range(2, 3)
+    assert by_segment[1].profile.layers == range(0, 2)
+    assert by_segment[4].profile.concentration < 0.05
+    # the change is the all-layer edit's mean multi-scale pixel change; the score change x concentration
+    d = (codebook[2] - codebook[1]) / (codebook[2] - codebook[1]).norm()
+    want = image_change(adapter.render(z, progress=False), adapter.render(z + 0.5 * d, progress=False)).mean()
+    assert by_segment[1].change == pytest.approx(want.item(), rel=1e-9)
+    assert by_segment[1].score == pytest.approx(by_segment[1].change * by_segment[1].profile.concentration)
+
+
+def test_rank_segments_with_a_probe_and_a_profile_budget():
+    adapter, codebook = banded_adapter(), banded_curve()
+    z = adapter.sample_latents(6, seed=0)
+    ranked = rank_segments(adapter, codebook, z, 0.5, probe=BandMeans(), progress=False)
+    by_segment = {r.segment: r for r in ranked}
+    assert by_segment[0].probe_top == "band0" and by_segment[0].exclusivity == pytest.approx(1.0)
+    assert by_segment[2].probe_top == "band2"
+    assert 0.4 < by_segment[1].exclusivity < 0.6  # two bands move about equally
+    assert by_segment[1].score == pytest.approx(by_segment[1].change * by_segment[1].profile.concentration
+                                                * by_segment[1].exclusivity)
+    # only the 2 largest changes are profiled; the rest follow by change, the jump last
+    few = rank_segments(adapter, codebook, z, 0.5, profile_top=2, progress=False)
+    assert sum(r.profile is not None for r in few) == 2 and few[-1].segment == 3
+    unprofiled = [r for r in few if r.profile is None and not r.jump]
+    assert [r.change for r in unprofiled] == sorted((r.change for r in unprofiled), reverse=True)
+    with pytest.raises(ValueError, match="codebook"):
+        rank_segments(adapter, codebook[:1], z, 0.5, progress=False)
+    with pytest.raises(ValueError, match="factor"):
+        jump_segments(codebook, factor=1.0)
