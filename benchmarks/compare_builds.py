@@ -1,5 +1,5 @@
 """Did a change slow the projection down? Time `project` against `torch.mm` of the same
-shape (the shape of `project_table.py --quick`: N = 65536, D = 512, K = 1024, float32) in
+shape (by default that of `project_table.py --quick`: N = 65536, D = 512, K = 1024) in
 two installed builds, alternating between them round by round, so both see the same
 machine load; report each build's ratio to `torch.mm` measured in its own process.
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import statistics
 import subprocess
 from pathlib import Path
@@ -22,8 +23,8 @@ MEASURE = r"""
 import json, statistics, time, torch, sfvq_ext
 torch.set_num_threads(2)
 g = torch.Generator().manual_seed(0)
-x = torch.randn(65536, 512, generator=g)
-c = torch.randn(1024, 512, generator=g)
+x = torch.randn(65536, DIM, generator=g)
+c = torch.randn(SIZE, DIM, generator=g)
 ct = c.t()
 def t(fn):
     fn()
@@ -37,8 +38,9 @@ print(json.dumps({"project": statistics.median(project), "mm": statistics.median
 """
 
 
-def measure(python: str, repeats: int) -> dict:
-    out = subprocess.run([python, "-c", MEASURE.replace("REPEATS", str(repeats))], check=True,
+def measure(python: str, repeats: int, d: int, k: int) -> dict:
+    # run outside the repository, so each interpreter imports its own installed build
+    out = subprocess.run([os.path.abspath(python), "-c", MEASURE.replace("REPEATS", str(repeats)).replace("DIM", str(d)).replace("SIZE", str(k))], check=True,
                          capture_output=True, text=True, cwd="/")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -51,7 +53,9 @@ def main() -> None:
     parser.add_argument("--candidate-name", default="this build")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--out", default=None, help="markdown file to write")
+    parser.add_argument("--d", type=int, default=512, help="vector width D")
+    parser.add_argument("--k", type=int, default=1024, help="codebook size K")
+    parser.add_argument("--out", default=None, help="markdown file to write (appended to if it exists)")
     args = parser.parse_args()
 
     builds = {args.baseline_name: args.baseline, args.candidate_name: args.candidate}
@@ -59,7 +63,7 @@ def main() -> None:
     info = {}
     for r in range(args.rounds):
         for name, python in builds.items():
-            m = measure(python, args.repeats)
+            m = measure(python, args.repeats, args.d, args.k)
             ratios[name].append(m["project"] / m["mm"])
             info[name] = m
             print(f"round {r + 1}: {name}: project {m['project'] * 1e3:.1f} ms, mm {m['mm'] * 1e3:.1f} ms, "
@@ -70,8 +74,9 @@ def main() -> None:
         "# Projection speed of two builds (ratio to torch.mm, same machine, alternating rounds)",
         "",
         f"- date: {datetime.date.today()}, torch {info[args.candidate_name]['torch']}, 2 threads",
-        "- shape: N = 65536, D = 512, K = 1024, float32 (as `project_table.py --quick`)",
-        f"- command: `python benchmarks/compare_builds.py --rounds {args.rounds} --repeats {args.repeats} ...`",
+        f"- shape: N = 65536, D = {args.d}, K = {args.k}, float32",
+        f"- command: `python benchmarks/compare_builds.py --d {args.d} --k {args.k} --rounds {args.rounds} "
+        f"--repeats {args.repeats} --baseline ... --candidate ...`",
         f"- each round times both builds in their own process; each ratio is the median of {args.repeats} "
         "interleaved project / torch.mm timings",
         "",
@@ -84,7 +89,8 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if args.out:
-        Path(args.out).write_text(text)
+        out = Path(args.out)
+        out.write_text((out.read_text() + "\n" if out.exists() else "") + text)
 
 
 if __name__ == "__main__":
