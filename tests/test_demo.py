@@ -2,6 +2,7 @@
 probe's required accuracy on held-out images), the training scripts in
 miniature, the measurement of directions, and `sfvq demo` end to end."""
 
+import json
 import re
 
 import pytest
@@ -99,6 +100,13 @@ def test_demo_end_to_end(tmp_path):
     for name in ("codebook.png", "fit.png", "edit_ganspace_0.png", "edit_sefa_0.png", "augment/sheet.png"):
         assert name in images
     assert "dominance" in text and (tmp_path / "demo" / "demo.json").is_file()
+    # the explorer, linked from the report, with the factor probe's table
+    assert 'href="explore/index.html"' in text
+    explorer = tmp_path / "demo" / "explore" / "index.html"
+    assert not broken_links(explorer) and "probe-table" in explorer.read_text()
+    data = json.loads((tmp_path / "demo" / "explore" / "explore.json").read_text())
+    assert len(data["strip"]) == 8 and data["num_layers"] == 8
+    assert all(s["probe_top"] in world.FACTORS for s in data["segments"])
 
 
 def test_factor_probe_is_one_bring_your_own_probe():
