@@ -1,68 +1,96 @@
-"""Compare two builds of sfvq_ext on project's time relative to torch.mm (the
-ratio project_table.py reports), at D = 512, K = 1024, N = 65536, float32.
+"""Did a change slow the projection down? Time `project` against `torch.mm` of the same
+shape (by default that of `project_table.py --quick`: N = 65536, D = 512, K = 1024) in
+two installed builds, alternating between them round by round, so both see the same
+machine load; report each build's ratio to `torch.mm` measured in its own process.
 
-Each build is timed in its own process, the two alternating for several rounds
-so that load on a shared machine falls on both alike; each process reports the
-median of its project / torch.mm ratios. Used for the stable-ABI port (is the
-GEMM through the stable dispatcher call, and the loop through torch's stable
-parallel_for, as fast as before?).
+    python benchmarks/compare_builds.py --baseline /path/to/old-venv/bin/python \\
+        --candidate .venv/bin/python --rounds 5 --out benchmarks/results/cpu_project_builds.md
 
-    python benchmarks/compare_builds.py --build before=/path/to/old/site --build after=  [--rounds 5]
-
-`--build name=PATH` puts PATH (a `pip install --target` folder) first on the
-import path; an empty PATH is the sfvq_ext this interpreter imports.
+Each interpreter must import its own build of sfvq_ext (a venv with that build installed).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
 import statistics
 import subprocess
-import sys
+from pathlib import Path
 
-CHILD = r"""
-import sys, json, statistics, time
-path = sys.argv[1]
-if path:
-    # a folder installed with `pip install --target`: ahead of any editable install's finder
-    sys.meta_path = [f for f in sys.meta_path if "ScikitBuild" not in type(f).__name__]
-    sys.path.insert(0, path)
-import torch, sfvq_ext
-torch.manual_seed(0)
-x, c = torch.randn(65536, 512), torch.randn(1024, 512)
+MEASURE = r"""
+import json, statistics, time, torch, sfvq_ext
+torch.set_num_threads(2)
+g = torch.Generator().manual_seed(0)
+x = torch.randn(65536, DIM, generator=g)
+c = torch.randn(SIZE, DIM, generator=g)
 ct = c.t()
-sfvq_ext.project(x, c); torch.mm(x, ct)
-ratios, project_ms, mm_ms = [], [], []
-for _ in range(int(sys.argv[2])):
-    t0 = time.perf_counter(); sfvq_ext.project(x, c); t1 = time.perf_counter()
-    torch.mm(x, ct); t2 = time.perf_counter()
-    ratios.append((t1 - t0) / (t2 - t1)); project_ms.append(1e3 * (t1 - t0)); mm_ms.append(1e3 * (t2 - t1))
-print(json.dumps({"file": sfvq_ext.__file__, "ratio": statistics.median(ratios),
-                  "project_ms": statistics.median(project_ms), "mm_ms": statistics.median(mm_ms)}))
+def t(fn):
+    fn()
+    start = time.perf_counter(); fn(); return time.perf_counter() - start
+project, mm = [], []
+for _ in range(REPEATS):  # interleaved, so both see the same load
+    project.append(t(lambda: sfvq_ext.project(x, c)))
+    mm.append(t(lambda: torch.mm(x, ct)))
+print(json.dumps({"project": statistics.median(project), "mm": statistics.median(mm),
+                  "sfvq_ext": sfvq_ext.__file__, "torch": torch.__version__}))
 """
 
 
+def measure(python: str, repeats: int, d: int, k: int) -> dict:
+    # run outside the repository, so each interpreter imports its own installed build
+    out = subprocess.run([os.path.abspath(python), "-c", MEASURE.replace("REPEATS", str(repeats)).replace("DIM", str(d)).replace("SIZE", str(k))], check=True,
+                         capture_output=True, text=True, cwd="/")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--build", action="append", required=True, help="name=PATH (empty PATH: as installed)")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--baseline", required=True, help="python of the venv holding the previous build")
+    parser.add_argument("--candidate", required=True, help="python of the venv holding the new build")
+    parser.add_argument("--baseline-name", default="previous build")
+    parser.add_argument("--candidate-name", default="this build")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=5, help="timed calls per process")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--d", type=int, default=512, help="vector width D")
+    parser.add_argument("--k", type=int, default=1024, help="codebook size K")
+    parser.add_argument("--out", default=None, help="markdown file to write (appended to if it exists)")
     args = parser.parse_args()
-    builds = [b.split("=", 1) for b in args.build]
-    results = {name: [] for name, _ in builds}
+
+    builds = {args.baseline_name: args.baseline, args.candidate_name: args.candidate}
+    ratios = {name: [] for name in builds}
+    info = {}
     for r in range(args.rounds):
-        for name, path in builds:
-            out = subprocess.run([sys.executable, "-c", CHILD, path, str(args.repeats)], check=True,
-                                 capture_output=True, text=True).stdout
-            results[name].append(json.loads(out.strip().splitlines()[-1]))
-            print(f"round {r + 1} {name}: {results[name][-1]}", flush=True)
-    print("\n| build | project / torch.mm (median of rounds) | project (ms) | torch.mm (ms) | rounds |")
-    print("|---|---|---|---|---|")
-    for name, runs in results.items():
-        ratio = statistics.median(run["ratio"] for run in runs)
-        print(f"| {name} | {ratio:.3f} | {statistics.median(run['project_ms'] for run in runs):.1f} | "
-              f"{statistics.median(run['mm_ms'] for run in runs):.1f} | {len(runs)} |")
+        for name, python in builds.items():
+            m = measure(python, args.repeats, args.d, args.k)
+            ratios[name].append(m["project"] / m["mm"])
+            info[name] = m
+            print(f"round {r + 1}: {name}: project {m['project'] * 1e3:.1f} ms, mm {m['mm'] * 1e3:.1f} ms, "
+                  f"ratio {ratios[name][-1]:.3f}", flush=True)
+    base = statistics.median(ratios[args.baseline_name])
+    cand = statistics.median(ratios[args.candidate_name])
+    lines = [
+        "# Projection speed of two builds (ratio to torch.mm, same machine, alternating rounds)",
+        "",
+        f"- date: {datetime.date.today()}, torch {info[args.candidate_name]['torch']}, 2 threads",
+        f"- shape: N = 65536, D = {args.d}, K = {args.k}, float32",
+        f"- command: `python benchmarks/compare_builds.py --d {args.d} --k {args.k} --rounds {args.rounds} "
+        f"--repeats {args.repeats} --baseline ... --candidate ...`",
+        f"- each round times both builds in their own process; each ratio is the median of {args.repeats} "
+        "interleaved project / torch.mm timings",
+        "",
+        "| build | ratio project / torch.mm per round | median |",
+        "|---|---|---|",
+    ]
+    for name in builds:
+        lines.append(f"| {name} | {', '.join(f'{v:.3f}' for v in ratios[name])} | {statistics.median(ratios[name]):.3f} |")
+    lines += ["", f"Change of the median ratio: {100 * (cand / base - 1):+.1f}%", ""]
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        out = Path(args.out)
+        out.write_text((out.read_text() + "\n" if out.exists() else "") + text)
 
 
 if __name__ == "__main__":

@@ -287,6 +287,51 @@ def _augment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_probe(spec: str | None):
+    """--probe MODULE:FACTORY: your module's zero-argument callable that returns the
+    probe (a callable images -> (n, F) scores, optionally with .names / .groups)."""
+    if spec is None:
+        return None
+    import importlib
+
+    module, sep, attr = spec.partition(":")
+    if not sep or not module or not attr:
+        raise ValueError(f"--probe must be MODULE:FACTORY, got {spec!r}")
+    try:
+        factory = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"--probe {spec}: cannot import it: {err}") from err
+    if not callable(factory):
+        raise ValueError(f"--probe {spec}: not callable")
+    probe = factory()
+    if not callable(probe):
+        raise ValueError(f"--probe {spec}: the factory returned a {type(probe).__name__}, not a callable probe")
+    return probe
+
+
+def _explore(args: argparse.Namespace) -> int:
+    """A static page to look through the curve: RUN/explore/index.html (or --out)."""
+    from sfvq_ext.explore import default_strength, write_explorer
+
+    run, curve, adapter, generator = _open_run(args)
+    for name in ("top", "frames", "latents"):
+        if getattr(args, name) < (2 if name == "frames" else 1):
+            raise ValueError(f"--{name} must be at least {2 if name == 'frames' else 1}, got {getattr(args, name)}")
+    probe = _load_probe(args.probe)
+    sampling = _sampling_options(generator)
+    latents = adapter.sample_latents(args.latents, seed=args.seed, **sampling)
+    out = Path(args.out) if args.out else run / "explore"
+    page = write_explorer(adapter, curve.codebook.detach().cpu(), out, latents=latents,
+                          strength=default_strength(adapter, **sampling), probe=probe, top=args.top,
+                          max_frames=args.frames, batch_size=args.batch_size, progress=not args.quiet,
+                          title=f"SFVQ curve explorer: {run}")
+    _write_record(out / "explore_run.json", {"command": "explore", "run": str(run), "page": str(page),
+                                             "top": args.top, "frames": args.frames, "latents": args.latents,
+                                             "seed": args.seed, "probe": args.probe, **generator})
+    print(f"wrote {page}: open it in a browser (no server needed)")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     """Fit SFVQ on the shipped shape-world StyleGAN2 and write an HTML report."""
     from sfvq_ext.demo.report import run_demo
@@ -390,6 +435,14 @@ def main(argv: list[str] | None = None) -> int:
     augment = _add_run_command(commands, "augment", "render N points along one curve segment", _augment)
     augment.add_argument("--segment", type=int, required=True)
     augment.add_argument("-n", type=int, default=8, help="points along the segment, ends included")
+    explore = _add_run_command(commands, "explore", "write a static page to explore the curve: a slider along it, "
+                               "the codebook strip, ranked segments with suggested layer ranges", _explore)
+    explore.add_argument("--top", type=int, default=8, help="segments shown with edit grids (default 8)")
+    explore.add_argument("--frames", type=int, default=256, help="most frames along the curve (default 256)")
+    explore.add_argument("--latents", type=int, default=3, help="latents (grid rows, ranking edits)")
+    explore.add_argument("--seed", type=int, default=0, help="seed of the sampled latents")
+    explore.add_argument("--probe", default=None, help="MODULE:FACTORY, a zero-argument callable returning your "
+                         "probe (images -> (n, F) scores); the page then shows which score each segment moves")
     args = parser.parse_args(argv)
     try:
         return args.run(args)

@@ -7,7 +7,9 @@ dither, samples) is drawn from generators seeded by ``(seed, stage, step)``, so 
 fit is reproducible and a killed fit resumed from its last checkpoint ends with
 the same curve as an uninterrupted one. Under ``torch.distributed`` each rank
 reads its share of every batch and the gradients are summed across ranks, so the
-result equals the single-process fit up to float rounding.
+result equals the single-process fit up to float rounding. Usage counts are summed
+across ranks too (every rank holds the global counts), as in an
+``SFVQ(..., sync_codebook=True)`` under ``DistributedDataParallel``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,10 @@
-"""Reading a fitted curve as a map of the latent space."""
+"""Reading a fitted curve as a map of the latent space.
+
+Here: editing directions, the codebook in curve order, edit grids, augmentation
+sets. Also importable from here (defined in their own modules): the layer profile
+of a direction and its suggested W+ range (:mod:`sfvq_ext.layer_profile`), the
+bring-your-own probe table (:mod:`sfvq_ext.probe`) and the segment ranking
+(:mod:`sfvq_ext.ranking`)."""
 
 from __future__ import annotations
 
@@ -112,3 +118,10 @@ def augment_segment(adapter, codebook: Tensor, segment: int, n: int, out_dir, *,
     sheet = save_png(image_grid(images, n, scale=scale), out_dir / "sheet.png")
     t = torch.linspace(0, 1, n, dtype=torch.float64).tolist()
     return {"frames": [str(f) for f in frames], "latents": str(out_dir / "latents.npy"), "sheet": str(sheet), "t": t}
+
+
+# the rest of the interpretation tools, importable from here too
+from .layer_profile import (LayerProfile, image_change, layer_groups, layer_profile, layer_profiles,  # noqa: E402
+                            probe_change, suggest_layers)
+from .probe import ProbeTable, call_probe, probe_table  # noqa: E402
+from .ranking import SegmentRank, jump_segments, rank_segments, segment_lengths  # noqa: E402

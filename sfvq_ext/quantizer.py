@@ -339,12 +339,19 @@ class SFVQ(nn.Module):
 
     @property
     def generator(self) -> torch.Generator | None:
-        """``None`` (draw from torch's global RNG) or the ``torch.Generator`` last assigned.
+        """The ``torch.Generator`` last assigned, or ``None``.
 
         Assigning a generator takes a 64-bit key from it (one draw) and starts the
         module's own counter-based stream (:func:`hash_uniform`, state in ``rng_state``);
-        the generator itself is not used again."""
+        the generator itself is not used again. Assigning ``None`` returns to torch's
+        global RNG. A stream loaded with a state dict runs on with ``generator`` None:
+        :attr:`seeded` says which RNG is in use."""
         return self._generator
+
+    @property
+    def seeded(self) -> bool:
+        """Whether the dither and noise come from the module's own stream (else the global RNG)."""
+        return self._seeded
 
     @generator.setter
     def generator(self, generator: torch.Generator | None) -> None:

@@ -2,6 +2,7 @@
 probe's required accuracy on held-out images), the training scripts in
 miniature, the measurement of directions, and `sfvq demo` end to end."""
 
+import json
 import re
 
 import pytest
@@ -99,3 +100,29 @@ def test_demo_end_to_end(tmp_path):
     for name in ("codebook.png", "fit.png", "edit_ganspace_0.png", "edit_sefa_0.png", "augment/sheet.png"):
         assert name in images
     assert "dominance" in text and (tmp_path / "demo" / "demo.json").is_file()
+    # the explorer, linked from the report, with the factor probe's table
+    assert 'href="explore/index.html"' in text
+    explorer = tmp_path / "demo" / "explore" / "index.html"
+    assert not broken_links(explorer) and "probe-table" in explorer.read_text()
+    data = json.loads((tmp_path / "demo" / "explore" / "explore.json").read_text())
+    assert len(data["strip"]) == 8 and data["num_layers"] == 8
+    assert all(s["probe_top"] in world.FACTORS for s in data["segments"])
+
+
+def test_factor_probe_is_one_bring_your_own_probe():
+    """factor_changes goes through the generic probe table; its numbers are the factor
+    probe's own readings (shape: total-variation distance; factors: mean |change|)."""
+    from sfvq_ext.demo.measure import FactorScores
+    from sfvq_ext.interpret import probe_table
+
+    g, probe = load_generator(), load_probe()
+    latents = g.sample_latents(6, seed=4)
+    dirs = torch.nn.functional.normalize(torch.randn(2, 64, generator=torch.Generator().manual_seed(1)), dim=1)
+    changes = factor_changes(g, probe, latents, dirs, 1.5, layers=[range(0, 3), None])
+    base_p, base_v = probe.read(g.render(latents, progress=False))
+    for m, layers in enumerate([range(0, 3), None]):
+        p, v = probe.read(g.render(g.apply_direction(latents, dirs[m], 1.5, layers=layers), progress=False))
+        want = torch.cat([(0.5 * (p - base_p).abs().sum(1).mean())[None], (v - base_v).abs().mean(0)])
+        torch.testing.assert_close(changes[m], want, rtol=1e-5, atol=1e-7)
+    table = probe_table(g, FactorScores(probe), latents, dirs, 1.5, progress=False)
+    assert table.names == list(world.FACTORS) and table.top[0] == world.FACTORS[int(table.changes[0].argmax())]

@@ -222,3 +222,22 @@ def test_inf_and_nan_are_still_refused():
             sfvq_ext.project(x, c)
         with pytest.raises(ValueError, match="row 7"):
             sfvq_ext.nearest(x, c)
+
+
+# ---------------------------------------------------------------------------
+# Found by the long Hypothesis profile (tests/test_properties.py), kept as regular tests
+
+
+@pytest.mark.parametrize("dtype,scale", [(torch.float64, 1e169), (torch.float64, 1.0), (torch.float32, 3e18)])
+def test_rows_exactly_on_a_vertex(dtype, scale):
+    """x equal to vertex j: t was p * (1/b), which can round to 1 - 2^-53 on segment j-1,
+    so segment j (t = 0, distance exactly 0) won what is an exact tie. Now t is exactly 1
+    there and segment j-1 is returned, in both modes (7-D vertices in general position:
+    no other segment passes through them)."""
+    c = (torch.randn(9, 7, dtype=torch.float64, generator=seeded(20)) * scale).to(dtype)
+    x = c[1:8].clone()
+    for mode in ("exact", "vertex"):
+        r = sfvq_ext.project(x, c, mode=mode)
+        assert r.segment.tolist() == list(range(7)), mode
+        assert torch.all(r.t == 1.0) and torch.all(r.dist == 0) and torch.equal(r.point, x), mode
+    assert torch.equal(reference.project(x, c).segment, torch.arange(7))

@@ -90,31 +90,41 @@ def _scaled_table(x, table, segments):
     return ((xs[:, None, :] - ts) ** 2).sum(-1), e
 
 
+def _noise(dist, D):
+    """Bound on the float64 rounding of a squared distance ``dist`` computed on scaled data
+    (every magnitude below 1): each of the D differences is off by well under 2^-48, so the
+    sum of squares is off by at most 2 sqrt(dist) delta + delta^2 with delta = sqrt(D) 2^-48."""
+    delta = math.sqrt(D) * 2.0**-48
+    return 2 * dist.clamp(min=0).sqrt() * delta + delta * delta
+
+
 def _assert_best(chosen_index, table, want_index, D, note):
     """chosen_index picks a minimum of the scaled table up to float64 rounding; where the
     minimum is clear, the index is the oracle's."""
-    slack = D * 2.0**-96  # D squares of values below 1, each rounded: equal distances differ by less
     chosen = table.gather(1, chosen_index[:, None])[:, 0]
     best = table.min(dim=1).values
-    assert torch.all(chosen <= best * (1 + 1e-12) + slack), note
-    clear = (table > best[:, None] * (1 + 1e-12) + slack).sum(1) == table.shape[1] - 1
+    assert torch.all(chosen <= best + 2 * _noise(best, D)), note
+    clear = (table > (best + 2 * _noise(best, D))[:, None]).sum(1) == table.shape[1] - 1
     assert torch.equal(chosen_index[clear], want_index[clear]), note
 
 
 def _check_distances(got, table, e, x, D):
-    """got (the op's distances) is the oracle's minimum rounded to the output dtype: Inf beyond
-    its range, and otherwise within its rounding (compared on the scaled data)."""
+    """got (the op's distances) is the oracle's minimum up to float64 rounding on the scaled
+    data and the output dtype's own rounding: Inf exactly where that allows a value beyond
+    the output's range (also when rounding noise of a zero distance crosses it)."""
     info = torch.finfo(torch.float64 if x.dtype == torch.float64 else torch.float32)
     got = got.reshape(-1).double()
     best = table.min(dim=1).values
-    want = reference._unscale_squared(best, e)
-    assert torch.all(torch.isinf(got[want > info.max * (1 + 1e-6)])), "unrepresentable distance must be Inf"
-    ok = want <= info.max * (1 - 1e-6)
+    slack = 2 * _noise(best, D)  # float64 rounding on scaled data, ours and the oracle's
+    rtol = 2 * info.eps
+    upper = reference._unscale_squared((best + slack) * (1 + rtol), e)
+    lower = reference._unscale_squared((best - slack).clamp(min=0) * (1 - rtol), e)
+    assert torch.all(torch.isinf(got[lower > info.max])), "unrepresentable distance must be Inf"
+    assert torch.all(upper[torch.isinf(got)] > info.max), "Inf for a representable distance"
+    ok = torch.isfinite(got)
     got_scaled = reference._ldexp(got[ok], 2 * e[ok])
-    # float64 rounding on the scaled data, plus the output dtype's own rounding (relative,
-    # and absolute below its smallest normal, which is large in scaled units for tiny data)
-    atol = D * 2.0**-96 + reference._ldexp(torch.full_like(got_scaled, _tiny(info)), 2 * e[ok])
-    rtol = 2 * info.eps + 1e-12
+    # the output dtype's absolute rounding below its smallest normal, in scaled units
+    atol = slack[ok] + reference._ldexp(torch.full_like(got_scaled, _tiny(info)), 2 * e[ok])
     assert torch.all((got_scaled - best[ok]).abs() <= rtol * best[ok] + atol), "distance off the float64 optimum"
 
 
@@ -135,7 +145,8 @@ def test_project_exact(problem):
     # t, coord and the point belong to the returned segment
     torch.testing.assert_close(r.coord.double(), r.segment.double() + r.t.double(), rtol=0, atol=K * 1e-6)
     # (from the returned t, rounded to its dtype: the point itself was made from the float64 t)
-    point = reference.decode(r.segment.double() + r.t.double(), c).to(x.dtype)
+    seg_, t_, cd = r.segment.reshape(-1), r.t.reshape(-1, 1).double(), c.double()
+    point = ((1 - t_) * cd[seg_] + t_ * cd[seg_ + 1]).reshape(x.shape).to(x.dtype)
     pinfo, tinfo = torch.finfo(x.dtype), torch.finfo(r.t.dtype)
     reach = 2 * float(c.double().abs().max())  # |c_{i+1} - c_i| is at most this
     torch.testing.assert_close(r.point.double(), point.double(), rtol=4 * pinfo.eps,
@@ -156,10 +167,10 @@ def test_project_vertex_rule(problem):
     vdist, _ = _scaled_table(x, c, segments=False)
     table, e = _scaled_table(x, c, segments=True)
     vbest = vdist.min(dim=1).values
-    clear_vertex = (vdist > vbest[:, None] * (1 + 1e-12) + D * 2.0**-96).sum(1) == vdist.shape[1] - 1
+    clear_vertex = (vdist > (vbest + 2 * _noise(vbest, D))[:, None]).sum(1) == vdist.shape[1] - 1
     rows = torch.arange(len(seg))
     got_d, want_d = table[rows, seg], table[rows, want.segment.reshape(-1)]
-    same_or_tie = (seg == want.segment.reshape(-1)) | ((got_d - want_d).abs() <= 1e-12 * want_d + D * 2.0**-96)
+    same_or_tie = (seg == want.segment.reshape(-1)) | ((got_d - want_d).abs() <= 2 * _noise(want_d, D))
     assert torch.all(same_or_tie[clear_vertex])
     chosen = table[rows, want.segment.reshape(-1)][:, None]
     _check_distances(r.dist.reshape(-1)[clear_vertex], chosen[clear_vertex], e[clear_vertex], x, D)

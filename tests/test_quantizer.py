@@ -99,8 +99,9 @@ def test_seeded_runs_reproduce_and_seeds_differ():
         assert all(torch.equal(u, v) for u, v in zip(a, b))
     assert not torch.equal(runs[0][0][0], runs[2][0][0])
     assert not torch.equal(runs[0][0][0], runs[0][1][0])  # each step draws afresh
+    assert m.seeded
     m.generator = None
-    assert m.generator is None and m.rng_state.eq(0).all()
+    assert m.generator is None and not m.seeded and m.rng_state.eq(0).all()
 
 
 def test_eval_forward_is_the_exact_projection():
@@ -422,7 +423,7 @@ def test_state_dict_is_all_tensors_and_safetensors_round_trips(tmp_path):
     loaded = torch.nn.Sequential(torch.nn.Linear(8, 6), sfvq_ext.SFVQ(6, 4))
     load_model(loaded, tmp_path / "model.safetensors")
     vq, vq2 = model[1], loaded[1]
-    assert vq2.initialized and vq2.codebook_size == 8 and vq2.generator is None
+    assert vq2.initialized and vq2.codebook_size == 8 and vq2.seeded and not sfvq_ext.SFVQ(6, 4).seeded
     for k, v in state.items():
         assert torch.equal(loaded.state_dict()[k], v), k
     # training continues identically: same curve, counts and random stream, no re-initialisation

@@ -131,20 +131,25 @@ void write_point(const double* c0, const double* c1, double t, double unscale, i
   write_point_impl(c0, c1, t, unscale, D, out);
 }
 
-// p = <x * xs - c0, c1 - c0> in float64 (xs: a power of two), for t.
+// t of x * xs (xs: a power of two) on segment c0 -> c1 of squared length b, in
+// float64, from p0 = <x xs - c0, d> and p1 = <c1 - x xs, d> (exact_segment_t).
 template <typename X>
-SFVQ_INLINE double segment_dot_impl(const X* __restrict x, double xs, const double* __restrict c0,
-                                    const double* __restrict c1, int64_t D) {
-  double p = 0;
-#pragma omp simd reduction(+ : p)
-  for (int64_t k = 0; k < D; ++k) p += (static_cast<double>(x[k]) * xs - c0[k]) * (c1[k] - c0[k]);
-  return p;
+SFVQ_INLINE double exact_t_impl(const X* __restrict x, double xs, const double* __restrict c0,
+                                const double* __restrict c1, double b, int64_t D) {
+  double p0 = 0, p1 = 0;
+#pragma omp simd reduction(+ : p0, p1)
+  for (int64_t k = 0; k < D; ++k) {
+    const double xk = static_cast<double>(x[k]) * xs, dk = c1[k] - c0[k];
+    p0 += (xk - c0[k]) * dk;
+    p1 += (c1[k] - xk) * dk;
+  }
+  return exact_segment_t(p0, p1, b);
 }
-SFVQ_SIMD_CLONES double segment_dot(const float* x, double xs, const double* c0, const double* c1, int64_t D) {
-  return segment_dot_impl(x, xs, c0, c1, D);
+SFVQ_SIMD_CLONES double exact_t(const float* x, double xs, const double* c0, const double* c1, double b, int64_t D) {
+  return exact_t_impl(x, xs, c0, c1, b, D);
 }
-SFVQ_SIMD_CLONES double segment_dot(const double* x, double xs, const double* c0, const double* c1, int64_t D) {
-  return segment_dot_impl(x, xs, c0, c1, D);
+SFVQ_SIMD_CLONES double exact_t(const double* x, double xs, const double* c0, const double* c1, double b, int64_t D) {
+  return exact_t_impl(x, xs, c0, c1, b, D);
 }
 
 // ||x * xs - lerp(c0, c1, t)||^2 summed directly: every exact distance is this.
@@ -203,7 +208,7 @@ struct CodebookTables {
   Tensor centered;                   // (K, D) acc_t, GEMM operand
   std::vector<acc_t> a, n, b, inv_b; // <c_i, d_i>, ||c_j||^2, ||d_i||^2, 1/||d_i||^2 (centred)
   std::vector<double> exact;         // (K, D) float64, the scaled codebook
-  std::vector<double> inv_b64;       // 1/||d_i||^2 of the scaled codebook (0 for zero length)
+  std::vector<double> b64;           // ||d_i||^2 of the scaled codebook, float64
   acc_t max_n = 0;                   // max_j ||c_j||^2 (centred)
 
   // codebook: (K, D) contiguous, of dtype scalar_t.
@@ -242,7 +247,7 @@ struct CodebookTables {
     }
     if (!with_segments) return;
     const int64_t S = K - 1;
-    a.assign(S, 0), b.assign(S, 0), inv_b.assign(S, 0), inv_b64.assign(S, 0);
+    a.assign(S, 0), b.assign(S, 0), inv_b.assign(S, 0), b64.assign(S, 0);
     for (int64_t i = 0; i < S; ++i) {
       double ai = 0, bi = 0, bi64 = 0;
       for (int64_t k = 0; k < D; ++k) {
@@ -255,7 +260,7 @@ struct CodebookTables {
       a[i] = static_cast<acc_t>(ai);
       b[i] = static_cast<acc_t>(bi);
       inv_b[i] = inverse_or_zero(b[i]);
-      inv_b64[i] = inverse_or_zero(bi64);
+      b64[i] = bi64;
     }
   }
 
@@ -292,7 +297,7 @@ struct RowFitter {
     const double *c0 = tables.vertex(i), *c1 = tables.vertex(i + 1);
     SegmentFit f;
     f.segment = i;
-    f.t = segment_t(segment_dot(x, tables.scale64, c0, c1, tables.D), tables.inv_b64[i]);
+    f.t = exact_t(x, tables.scale64, c0, c1, tables.b64[i], tables.D);
     f.dist = residual(x, tables.scale64, c0, c1, f.t, tables.D);
     return f;
   }
@@ -327,12 +332,18 @@ struct FarRowFitter {
 
   SegmentFit segment(int64_t i) const {
     const double *c0 = tables.vertex(i), *c1 = tables.vertex(i + 1);
-    // t = <y - c0', d> / ||d||^2 with c0' = c0 2^rel_exp and d in scaled units: scale-free.
-    double p = 0;
-    for (int64_t k = 0; k < tables.D; ++k) p += (y[k] - std::ldexp(c0[k], rel_exp)) * (c1[k] - c0[k]);
+    // As exact_segment_t, with p0 = <y - c0', d> and p1 = <c1' - y, d> for c' = c 2^rel_exp
+    // and d in scaled units: t = (p0 / ||d||^2) 2^-rel_exp, the ratio taken first.
+    double p0 = 0, p1 = 0;
+    for (int64_t k = 0; k < tables.D; ++k) {
+      const double dk = c1[k] - c0[k];
+      p0 += (y[k] - std::ldexp(c0[k], rel_exp)) * dk;
+      p1 += (std::ldexp(c1[k], rel_exp) - y[k]) * dk;
+    }
+    const double b = tables.b64[i];
     SegmentFit f;
     f.segment = i;
-    f.t = tables.inv_b64[i] > 0 ? clamp_unit(std::ldexp(p * tables.inv_b64[i], -rel_exp)) : 0.0;
+    f.t = (!(b > 0.0) || p0 <= 0.0) ? 0.0 : (p1 <= 0.0 ? 1.0 : clamp_unit(std::ldexp(p0 / b, -rel_exp)));
     f.dist = 0;
     for (int64_t k = 0; k < tables.D; ++k)
       f.dist += squared_gap(y[k], std::ldexp(c0[k], rel_exp), std::ldexp(c1[k], rel_exp), f.t);

@@ -175,7 +175,7 @@ __device__ __forceinline__ void for_lane_elements(const T* __restrict__ xr, cons
 }
 
 // Exact float64 distance from row xr to segment i (whole warp; every lane gets the result).
-// t comes from p = <x - c0, d>; the distance is always summed directly with
+// t comes from exact_segment_t (exactly 0 or 1 at the ends); the distance is always summed directly with
 // squared_gap (sfvq/segment.h), the one formula of the CPU kernel too, so exact
 // ties (segments j-1 at t = 1 and j at t = 0) stay exact and go to the smaller index.
 template <typename T>
@@ -184,12 +184,16 @@ __device__ ExactFit warp_fit_segment(const T* __restrict__ xr, const T* __restri
   const int64_t D = tb.D;
   const T* c0 = cb + int64_t(i) * D;
   const T* c1 = c0 + D;
-  double p = 0;
-  for_lane_elements(xr, c0, c1, D, tb.vec4, lane, [&](double xk, double ak, double bk) { p = fma(xk - ak, bk - ak, p); });
-  p = warp_sum(p);
+  double p0 = 0, p1 = 0;
+  for_lane_elements(xr, c0, c1, D, tb.vec4, lane, [&](double xk, double ak, double bk) {
+    p0 = fma(xk - ak, bk - ak, p0);
+    p1 = fma(bk - xk, bk - ak, p1);
+  });
+  p0 = warp_sum(p0);
+  p1 = warp_sum(p1);
   ExactFit f;
   f.item = i;
-  f.t = segment_t(p, tb.inv_b64[i]);
+  f.t = exact_segment_t(p0, p1, tb.b64[i]);
   const double t = f.t;
   double s = 0;
   for_lane_elements(xr, c0, c1, D, tb.vec4, lane, [&](double xk, double ak, double bk) { s += squared_gap(xk, ak, bk, t); });

@@ -20,7 +20,7 @@ struct SearchTables {
   const float* a;          // (K-1,) <centered_i, centered_{i+1} - centered_i>
   const float* b;          // (K-1,) ||centered_{i+1} - centered_i||^2
   const float* inv_b;      // (K-1,) 1 / b, or 0 for a zero-length segment
-  const double* inv_b64;   // (K-1,) 1 / ||c_{i+1} - c_i||^2 of the original codebook (float64), or 0
+  const double* b64;       // (K-1,) ||c_{i+1} - c_i||^2 of the original codebook, float64
   int64_t K = 0, D = 0, Dp = 0;
   float norm_max = 0;      // >= max_j ||centered_j||
   float delta_c = 0;       // >= max_j ||centered_j - (c_j - m)||: how far TF32 rounding moved a vertex

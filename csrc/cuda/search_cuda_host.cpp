@@ -66,7 +66,7 @@ float round_up(double v) { return std::nextafter(static_cast<float>(v * (1.0 + 1
 
 // Owns the device tensors that SearchTables points into.
 struct Tables {
-  Tensor centered, mean, mean64, n, a, b, inv_b, inv_b64;
+  Tensor centered, mean, mean64, n, a, b, inv_b, b64;
   SearchTables view;
   double max_abs = 0;  // largest magnitude in the codebook
 
@@ -96,8 +96,7 @@ struct Tables {
       a = to_type(sum_rows(mul(torch::stable::narrow(cc64, 0, 0, K - 1), d)), ScalarType::Float);
       b = to_type(sum_rows(square(d)), ScalarType::Float);
       inv_b = inverse_or_zero(b);
-      const Tensor b64 = sum_rows(square(torch::stable::subtract(torch::stable::narrow(c64, 0, 1, K - 1), torch::stable::narrow(c64, 0, 0, K - 1))));
-      inv_b64 = inverse_or_zero(b64);
+      b64 = sum_rows(square(torch::stable::subtract(torch::stable::narrow(c64, 0, 1, K - 1), torch::stable::narrow(c64, 0, 0, K - 1))));
     }
     view.centered = centered.const_data_ptr<float>();
     view.mean = mean.const_data_ptr<float>();
@@ -107,7 +106,7 @@ struct Tables {
       view.a = a.const_data_ptr<float>();
       view.b = b.const_data_ptr<float>();
       view.inv_b = inv_b.const_data_ptr<float>();
-      view.inv_b64 = inv_b64.const_data_ptr<double>();
+      view.b64 = b64.const_data_ptr<double>();
     }
     view.K = K, view.D = D, view.Dp = Dp;
     view.norm_max = round_up(host[0]);

@@ -20,21 +20,39 @@ def edit_step(latents: Tensor, fraction: float = 0.25) -> float:
     return fraction * (latents - latents.mean(0)).norm(dim=1).pow(2).mean().sqrt().item()
 
 
+class FactorScores:
+    """The factor probe as a bring-your-own probe (:func:`sfvq_ext.interpret.probe_table`):
+    ``images -> (n, 9)`` scores, the three shape probabilities halved and the six
+    continuous factors in range units, with ``names`` and ``groups`` (the three
+    halved probabilities form "shape": summed, their absolute changes are the
+    total-variation distance of the shape prediction). Nothing about it is special
+    to the tools: any probe with this interface is read the same way."""
+
+    def __init__(self, probe):
+        self.probe = probe
+        self.names = [f"shape:{s}" for s in world.SHAPES] + list(world.CONTINUOUS)
+        self.groups = {"shape": [f"shape:{s}" for s in world.SHAPES]}
+
+    def __call__(self, images: Tensor) -> Tensor:
+        probs, values = self.probe.read(images)
+        return torch.cat([0.5 * probs, values], dim=1)
+
+
 @torch.no_grad()
 def factor_changes(adapter, probe, latents: Tensor, directions: Tensor, strength: float, *, layers=None,
                    batch_size: int = 64) -> Tensor:
     """Mean change of each factor when ``latents`` move by ``strength`` along each
     direction: ``(len(directions), 7)`` in :data:`world.FACTORS` order. Continuous
     factors in range units (0..1); shape as the total-variation distance of the
-    probe's class probabilities (0..1)."""
-    base_probs, base_values = probe.read(adapter.render(latents, batch_size=batch_size, progress=False))
-    rows = []
-    for d in directions:
-        edited = adapter.apply_direction(latents, d, strength, layers=layers)
-        probs, values = probe.read(adapter.render(edited, batch_size=batch_size, progress=False))
-        shape = 0.5 * (probs - base_probs).abs().sum(1).mean()
-        rows.append(torch.cat([shape[None], (values - base_values).abs().mean(0)]))
-    return torch.stack(rows)
+    probe's class probabilities (0..1). ``layers``: all (None), one selection, or one
+    per direction. This is :func:`sfvq_ext.interpret.probe_table` with
+    :class:`FactorScores`."""
+    from ..probe import probe_table
+
+    table = probe_table(adapter, FactorScores(probe), latents, directions, strength, layers=layers,
+                        batch_size=batch_size, progress=False)
+    assert table.names == list(world.FACTORS)
+    return table.changes.float()
 
 
 def dominance(changes: Tensor) -> Tensor:

@@ -18,7 +18,7 @@ from ..checkpoint import atomic_write_bytes
 from ..interpret import augment_segment, edit_grid, render_codebook
 from ..report import plot_fit
 from . import load_generator, load_probe, world
-from .measure import describe, edit_step, factor_changes, method_score
+from .measure import FactorScores, describe, edit_step, factor_changes, method_score
 
 STRENGTHS = (-2.0, -1.0, 0.0, 1.0, 2.0)  # in edit steps (a quarter of the RMS spread of W)
 
@@ -30,7 +30,7 @@ def run_demo(out_dir, *, bits: int = 6, seed: int = 0, epochs: int = 5, samples_
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    stages = tqdm(total=6, desc="sfvq demo", unit="stage", disable=not progress)
+    stages = tqdm(total=7, desc="sfvq demo", unit="stage", disable=not progress)
     adapter = load_generator(generator_path)
     probe = load_probe(probe_path)
     G = adapter.G
@@ -82,6 +82,15 @@ def run_demo(out_dir, *, bits: int = 6, seed: int = 0, epochs: int = 5, samples_
     augment = augment_segment(adapter, codebook, longest, 8, out / "augment", scale=3, progress=False)
     stages.update()
 
+    stages.set_postfix_str("the explorer page")
+    from ..explore import write_explorer
+
+    # the factor probe enters the explorer as any user's probe would
+    write_explorer(adapter, codebook, out / "explore", latents=adapter.sample_latents(3, seed=seed + 3), strength=step,
+                   probe=FactorScores(probe), top=8, title="SFVQ curve explorer: the demo's shape-world StyleGAN2",
+                   progress=False)
+    stages.update()
+
     scores = {m: method_score(c) for m, c in changes.items()}
     record = {"bits": bits, "seed": seed, "edit_step": step, "seconds": round(time.perf_counter() - started),
               "scores": {m: {"dominance": d, "total_change": t} for m, (d, t) in scores.items()},
@@ -122,6 +131,10 @@ SFVQ fitted a curve of {K} codebook vectors through its W space ({record['bits']
 {record['seconds']} s in all). Each row of an edit grid is one sampled image; columns move it along one
 direction by {', '.join(f'{s:+g}' for s in STRENGTHS)} steps of {record['edit_step']:.2f}
 (a quarter of the RMS spread of W). A factor probe reads the factors back from the images.</p>
+
+<p><b><a href="explore/index.html">Open the interactive explorer</a></b>: a slider along the curve, the codebook
+as clickable thumbnails, and the segments ranked by how much and how locally they change the image, each with its
+suggested W+ layer range, layer-group toggles and what the factor probe reads in it.</p>
 
 <h2>The codebook in curve order</h2>
 {_figure('codebook.png', f'All {K} codebook vectors rendered in order, row by row: neighbours on the curve look alike, so the strip shows which stretch of W holds which shapes, colours and positions.')}

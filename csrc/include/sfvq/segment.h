@@ -35,6 +35,16 @@ SFVQ_HD T segment_t(T p, T inv_squared_length) {
   return clamp_unit(p * inv_squared_length);
 }
 
+// t of the exact finish, from p0 = <x - c0, d> and p1 = <c1 - x, d> (p0 + p1 = b
+// = ||d||^2 in exact arithmetic). t is exactly 0 when x = c0 and exactly 1 when
+// x = c1 (p0, resp. p1, is then a sum of exact zeros): a row sitting on vertex j
+// gets bit-identical distances from segments j-1 and j, however p and b round.
+SFVQ_HD double exact_segment_t(double p0, double p1, double b) {
+  if (!(b > 0.0) || p0 <= 0.0) return 0.0;
+  if (p1 <= 0.0) return 1.0;
+  return clamp_unit(p0 / b);
+}
+
 // ||x - c - t d||^2 from q = ||x - c||^2, p = <x - c, d>, b = ||d||^2.
 // Exact algebra, but it cancels when the result is much smaller than q.
 template <typename T>

@@ -1,0 +1,213 @@
+"""Which W+ layers does a direction act through? The layer profile of an edit and
+the contiguous layer range suggested for it.
+
+The paper's authors (and GANSpace's) chose a layer range per direction by hand
+(FFHQ: rotation W0-W2, age W3-W7, smile W4-W4, ...). Here the choice is measured:
+edit one layer at a time, see how much the image changes, and keep the shortest
+contiguous range that holds most of the change.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm.auto import tqdm
+
+DEFAULT_COVERAGE = 0.9
+
+
+def image_change(before: Tensor, after: Tensor, *, min_size: int = 8) -> Tensor:
+    """Multi-scale pixel change between two batches of images, one number per image.
+
+    ``before``, ``after``: float ``(n, 3, H, W)`` in ``[-1, 1]`` (an adapter's
+    renders), the same shape. Returns float64 ``(n,)``: the mean, over the levels of
+    an image pyramid (full size, then 2x2 average-pooled again and again while the
+    side stays >= ``min_size``; one level when the image is already smaller), of the
+    RMS difference of the two images at that level, in pixel units of the [-1, 1]
+    range (0 = identical, 2 = black vs white everywhere). Coarse levels weigh what
+    moves large areas (position, shape, colour), the full level fine detail; no
+    network weights, nothing to download. Raises ``ValueError`` for mismatched or
+    malformed inputs."""
+    for name, value in (("before", before), ("after", after)):
+        if not isinstance(value, Tensor) or value.dim() != 4 or not value.is_floating_point():
+            got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise ValueError(f"image_change: {name} must be a float (n, C, H, W) tensor, got {got}")
+    if before.shape != after.shape:
+        raise ValueError(f"image_change: before and after differ in shape: {tuple(before.shape)} vs {tuple(after.shape)}")
+    if min_size < 1:
+        raise ValueError(f"image_change: min_size must be positive, got {min_size}")
+    a, b = before.double(), after.double()
+    levels = []
+    while True:
+        levels.append((a - b).pow(2).flatten(1).mean(1).sqrt())
+        if min(a.shape[-2:]) // 2 < min_size:
+            break
+        a, b = F.avg_pool2d(a, 2), F.avg_pool2d(b, 2)
+    return torch.stack(levels).mean(0)
+
+
+def probe_change(probe, before: Tensor, after: Tensor) -> Tensor:
+    """Image change read by a probe (any callable ``images -> (n, F)`` scores):
+    per image the sum over the F scores of ``|probe(after) - probe(before)|``,
+    float64 ``(n,)``, in the scores' own units."""
+    from .probe import call_probe
+
+    return (call_probe(probe, after) - call_probe(probe, before)).abs().sum(1)
+
+
+def suggest_layers(profile, coverage: float = DEFAULT_COVERAGE) -> range:
+    """The suggested contiguous layer range for a layer profile.
+
+    ``profile``: ``(L,)`` non-negative image change per layer (see
+    :func:`layer_profiles`). Rule: the *shortest* contiguous range ``a..b`` whose
+    summed change is at least ``coverage`` (0 < coverage <= 1) of the total; among
+    equally short ones the one holding the most change (then the lowest ``a``).
+    Such a range never begins or ends on a layer without effect. A direction that
+    does not change the image at all, and a generator with a single layer, get
+    every layer. Returns ``range(a, b + 1)``. Raises ``ValueError`` for a negative,
+    non-finite or empty profile or a coverage outside (0, 1]."""
+    p = torch.as_tensor(profile, dtype=torch.float64).reshape(-1)
+    if p.numel() == 0 or not torch.isfinite(p).all() or (p < 0).any():
+        raise ValueError(f"suggest_layers: profile must be a non-empty vector of finite values >= 0, got {p.tolist()}")
+    if not 0 < coverage <= 1:
+        raise ValueError(f"suggest_layers: coverage must be in (0, 1], got {coverage}")
+    L, total = p.numel(), p.sum().item()
+    if L == 1 or total <= 0:
+        return range(L)
+    cumsum = torch.cat([p.new_zeros(1), p.cumsum(0)])
+    need = coverage * total * (1 - 1e-12)  # the full range always qualifies, rounding aside
+    for length in range(1, L + 1):
+        mass = cumsum[length:] - cumsum[:-length]  # mass of a..a+length-1 for every a
+        if mass.max().item() >= need:
+            a = int(mass.argmax())  # argmax: the first of the largest
+            return range(a, a + length)
+    return range(L)
+
+
+@dataclass
+class LayerProfile:
+    """How one direction acts through the layers.
+
+    ``change``: float64 ``(L,)``, mean image change (:func:`image_change`, or the
+    probe's) over the latents when only layer l is edited; ``layers``: the
+    suggested range (:func:`suggest_layers`); ``share``: fraction of the profile's
+    total inside it; ``concentration``: ``1 - H(p) / ln L`` of the normalised
+    profile p (1 = one layer, 0 = spread evenly; 1 for a single-layer generator,
+    0 for a direction that changes nothing)."""
+
+    change: Tensor
+    layers: range
+    share: float
+    concentration: float
+
+    @property
+    def label(self) -> str:
+        """'W3-W7' (or 'W4' for one layer)."""
+        a, b = self.layers.start, self.layers.stop - 1
+        return f"W{a}" if a == b else f"W{a}-W{b}"
+
+    @classmethod
+    def from_change(cls, change: Tensor, coverage: float = DEFAULT_COVERAGE) -> "LayerProfile":
+        change = torch.as_tensor(change, dtype=torch.float64).reshape(-1)
+        layers = suggest_layers(change, coverage)
+        total = change.sum().item()
+        L = change.numel()
+        if L == 1:
+            return cls(change, layers, 1.0, 1.0)
+        if total <= 0:
+            return cls(change, layers, 1.0, 0.0)
+        p = change / total
+        entropy = -(p[p > 0] * p[p > 0].log()).sum().item()
+        return cls(change, layers, change[layers.start : layers.stop].sum().item() / total,
+                   max(0.0, 1 - entropy / math.log(L)))
+
+
+def _check_directions(directions: Tensor, latent_dim: int, where: str) -> Tensor:
+    if not isinstance(directions, Tensor) or not directions.is_floating_point():
+        raise ValueError(f"{where}: directions must be a floating-point tensor (M, {latent_dim}) or ({latent_dim},)")
+    if directions.dim() == 1:
+        directions = directions[None]
+    if directions.dim() != 2 or directions.shape[1] != latent_dim:
+        raise ValueError(f"{where}: directions must have shape (M, {latent_dim}) or ({latent_dim},), "
+                         f"got {tuple(directions.shape)}")
+    if not torch.isfinite(directions).all():
+        raise ValueError(f"{where}: directions contain NaN or Inf")
+    return directions.detach()
+
+
+@torch.no_grad()
+def layer_profiles(adapter, latents: Tensor, directions: Tensor, strength: float, *, probe=None,
+                   coverage: float = DEFAULT_COVERAGE, batch_size: int = 16, progress: bool = True) -> list[LayerProfile]:
+    """The layer profile and suggested range of each direction.
+
+    ``adapter``: any :class:`~sfvq_ext.adapters.GeneratorAdapter`; ``latents``:
+    ``(n, latent_dim)`` (or per layer); ``directions``: ``(M, latent_dim)`` or one
+    ``(latent_dim,)``; ``strength``: the edit's step in latent units (directions
+    are used as given, e.g. unit vectors from :func:`~sfvq_ext.directions`).
+    For every direction and layer l, the latents move by ``strength`` along the
+    direction in layer l only (``adapter.apply_direction(..., layers=[l])``), are
+    rendered in batches of ``batch_size`` and compared with the unedited renders:
+    by :func:`image_change` (multi-scale pixels), or, with ``probe`` (a callable
+    ``images -> (n, F)`` scores), by :func:`probe_change`. ``n * M * L + n``
+    renders in all, one progress bar. Single-layer edits do not add up exactly to
+    the all-layer edit (the generator is not linear); the profile says where a
+    direction acts, not a decomposition of it.
+
+    A generator with ``num_layers == 1`` (e.g. BigGAN's z) has nothing to choose:
+    each profile is the whole edit's change and the range is that one layer.
+    Returns one :class:`LayerProfile` per direction. Raises ``ValueError`` for bad
+    directions, strength or coverage."""
+    directions = _check_directions(directions, adapter.latent_dim, "layer_profiles")
+    if not isinstance(strength, (int, float)) or not math.isfinite(strength):
+        raise ValueError(f"layer_profiles: strength must be a finite number, got {strength!r}")
+    if not 0 < coverage <= 1:
+        raise ValueError(f"layer_profiles: coverage must be in (0, 1], got {coverage}")
+    L = adapter.num_layers
+    selections = [None] if L == 1 else [[l] for l in range(L)]
+    base = adapter.render(latents, batch_size=batch_size, progress=False)
+
+    def measure(images: Tensor) -> Tensor:
+        if probe is None:
+            return image_change(base, images)
+        return probe_change(probe, base, images)
+
+    profiles = []
+    bar = tqdm(total=len(directions) * len(selections), desc="layer profiles", unit="edit", disable=not progress)
+    for d in directions:
+        change = torch.zeros(len(selections), dtype=torch.float64)
+        for k, layers in enumerate(selections):
+            edited = adapter.apply_direction(latents, d, strength, layers=layers)
+            change[k] = measure(adapter.render(edited, batch_size=batch_size, progress=False)).mean()
+            bar.update()
+        profiles.append(LayerProfile.from_change(change, coverage))
+    bar.close()
+    return profiles
+
+
+def layer_profile(adapter, latents: Tensor, direction: Tensor, strength: float, **kwargs) -> LayerProfile:
+    """:func:`layer_profiles` for one direction ``(latent_dim,)``."""
+    if not isinstance(direction, Tensor) or direction.dim() != 1:
+        raise ValueError(f"layer_profile: direction must be a (latent_dim,) tensor, got "
+                         f"{tuple(direction.shape) if isinstance(direction, Tensor) else type(direction).__name__}")
+    return layer_profiles(adapter, latents, direction, strength, **kwargs)[0]
+
+
+def layer_groups(num_layers: int) -> dict[str, range]:
+    """Coarse / middle / fine thirds of the W+ layers (as in StyleGAN's style
+    mixing), plus all: ``{"all": range(L), "coarse": ..., "middle": ..., "fine": ...}``;
+    just ``{"all": range(1)}`` for a single-layer generator, and fewer groups when
+    there are fewer than 3 layers."""
+    if num_layers < 1:
+        raise ValueError(f"layer_groups: num_layers must be positive, got {num_layers}")
+    groups = {"all": range(num_layers)}
+    if num_layers == 1:
+        return groups
+    cuts = [round(num_layers * k / 3) for k in range(4)]
+    for name, a, b in zip(("coarse", "middle", "fine"), cuts, cuts[1:]):
+        if b > a:
+            groups[name] = range(a, b)
+    return groups

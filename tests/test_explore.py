@@ -1,0 +1,160 @@
+"""`sfvq explore`: the static explorer page, its files against the generator's own
+renders, and the page driven in a real browser (Debian's chromium through Playwright)."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import sfvq_ext
+from sfvq_ext import cli
+from sfvq_ext.adapters import StyleGAN2Generator, load_rosinality, save_rosinality
+from sfvq_ext.explore import frame_coordinates, write_explorer
+from sfvq_ext.interpret import edit_grid, image_grid, to_uint8
+
+pytestmark = pytest.mark.usefixtures("no_network")
+
+CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium") or "") if p and Path(p).is_file()), None)
+PROBE_MODULE = '''
+import torch
+
+class ChannelMeans:
+    names = ["red", "green", "blue"]
+    def __call__(self, images):
+        return images.mean(dim=(2, 3))
+
+def make():
+    return ChannelMeans()
+'''
+
+
+def read_png(path):
+    return torch.from_numpy(np.array(Image.open(path).convert("RGB")))
+
+
+@pytest.fixture(scope="module")
+def explored(tmp_path_factory):
+    """A tiny random StyleGAN2 (16 px, 6 W+ layers), a curve of 8 fitted on it through the
+    CLI, and `sfvq explore` with a probe from the user's own module."""
+    tmp = tmp_path_factory.mktemp("explore")
+    torch.manual_seed(0)
+    g = StyleGAN2Generator(16, style_dim=16, n_mlp=2, channels={4: 8, 8: 8, 16: 8})
+    g.set_w_avg()
+    save_rosinality(g, tmp / "g.pt")
+    run = tmp / "run"
+    assert cli.main(["fit", "--generator", f"stylegan2:{tmp / 'g.pt'}", "--bits", "3", "--out", str(run),
+                     "--epochs", "1", "--batch-size", "64", "--samples-per-epoch", "256", "--quiet"]) == 0
+    (tmp / "my_probe_module.py").write_text(PROBE_MODULE)
+    mp = pytest.MonkeyPatch()
+    mp.syspath_prepend(str(tmp))
+    try:
+        assert cli.main(["explore", str(run), "--out", str(tmp / "page"), "--top", "3", "--latents", "2",
+                         "--probe", "my_probe_module:make", "--quiet"]) == 0
+    finally:
+        mp.undo()
+    adapter = load_rosinality(tmp / "g.pt")
+    curve = sfvq_ext.load(run / "curve.safetensors")
+    return tmp / "page", adapter, curve.codebook.detach()
+
+
+def test_explorer_files_are_the_generators_renders(explored):
+    page, adapter, codebook = explored
+    data = json.loads((page / "explore.json").read_text())
+    K = codebook.shape[0]
+    assert K == 8 and len(data["frames"]) == 4 * (K - 1) + 1 and len(data["strip"]) == K
+    rendered = to_uint8(adapter.render(codebook, progress=False))
+    for i in range(K):  # vertex i is frame 4i; frame and thumbnail both show c_i (16 px: kept as rendered)
+        assert data["strip"][i]["frame"] == 4 * i and data["frames"][4 * i]["u"] == i
+        assert torch.equal(read_png(page / data["frames"][4 * i]["file"]), rendered[i])
+        assert torch.equal(read_png(page / data["strip"][i]["file"]), rendered[i])
+    middle = sfvq_ext.decode(torch.tensor([2.5], dtype=torch.float64), codebook.double()).float()
+    assert torch.equal(read_png(page / data["frames"][10]["file"]), to_uint8(adapter.render(middle, progress=False))[0])
+    # every grid variant is the edit grid of its segment on its layers
+    latents = adapter.sample_latents(2, seed=0)
+    strength = data["strength"]
+    direction = sfvq_ext.directions(codebook)
+    seg = data["segments"][0]
+    for v in seg["variants"]:
+        images = edit_grid(adapter, latents, direction[seg["segment"]], [s * strength for s in data["steps"]], None,
+                           layers=range(v["layers"][0], v["layers"][1] + 1), progress=False)
+        assert torch.equal(read_png(page / v["file"]), image_grid(images, 5, scale=6))
+    assert [v["group"] for v in seg["variants"]] == ["suggested", "all", "coarse", "middle", "fine"]
+    assert len(data["segments"]) == 3 and seg["probe_top"] in ("red", "green", "blue")
+    assert "probe-table" in (page / "index.html").read_text()
+
+
+def test_frame_coordinates_cap():
+    assert frame_coordinates(8).tolist() == [i / 4 for i in range(29)]
+    c = frame_coordinates(1024, max_frames=256)
+    assert len(c) == 256 and c[0] == 0 and c[-1] == 1023
+    with pytest.raises(ValueError, match="max_frames"):
+        frame_coordinates(8, max_frames=1)
+
+
+def test_explore_refuses_bad_input(explored, tmp_path, capsys):
+    page, adapter, codebook = explored
+    run = page.parent / "run"
+    for argv, message in ((["--top", "0"], "--top must be at least 1"), (["--probe", "nomodule"], "MODULE:FACTORY"),
+                          (["--probe", "no_such_module_xyz:make"], "cannot import")):
+        with pytest.raises(SystemExit) as info:
+            cli.main(["explore", str(run), "--out", str(tmp_path / "x"), "--quiet", *argv])
+        assert info.value.code == 2 and message in capsys.readouterr().err
+    with pytest.raises(ValueError, match="width"):
+        write_explorer(adapter, torch.zeros(4, 3), tmp_path / "y", progress=False)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
+def test_explorer_in_a_real_browser(explored):
+    """Move the slider, click a thumbnail, toggle a layer group: the shown image is the right file."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    page_dir, _, _ = explored
+    data = json.loads((page_dir / "explore.json").read_text())
+    requests = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        try:
+            page = browser.new_page()
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto((page_dir / "index.html").as_uri())
+            frame, slider = page.locator("#frame"), page.locator("#slider")
+
+            def shown(locator):
+                return Path(locator.evaluate("img => decodeURI(new URL(img.src).pathname)"))
+
+            def loaded(locator):
+                return locator.evaluate("img => img.complete && img.naturalWidth") > 0
+
+            assert shown(frame) == page_dir / data["frames"][0]["file"]
+            slider.focus()
+            for _ in range(3):
+                page.keyboard.press("ArrowRight")
+            assert slider.input_value() == "3"
+            assert shown(frame) == page_dir / data["frames"][3]["file"]
+            assert "u = 0.750" in page.locator("#where").inner_text()
+            page.locator('.thumb[data-index="5"]').click()
+            assert slider.input_value() == "20" and shown(frame) == page_dir / data["frames"][20]["file"]
+            page.wait_for_function("() => document.getElementById('frame').complete")
+            assert loaded(frame)
+            assert "current" in page.locator('.thumb[data-index="5"]').get_attribute("class")
+            seg = data["segments"][0]
+            section = page.locator(f'#seg{seg["segment"]}')
+            grid = section.locator(".grid")
+            assert shown(grid) == page_dir / seg["variants"][0]["file"]
+            coarse = next(v for v in seg["variants"] if v["group"] == "coarse")
+            section.locator('.toggle[data-group="coarse"]').click()
+            assert shown(grid) == page_dir / coarse["file"]
+            assert section.locator('.toggle[data-group="coarse"]').get_attribute("aria-pressed") == "true"
+            assert section.locator('.toggle[data-group="suggested"]').get_attribute("aria-pressed") == "false"
+            page.wait_for_function(f"() => document.querySelector('#seg{seg['segment']} .grid').complete")
+            assert loaded(grid)
+            section.locator(".goto").click()
+            assert slider.input_value() == str(seg["frame"])
+        finally:
+            browser.close()
+    assert requests and all(u.startswith("file://") for u in requests), [u for u in requests if not u.startswith("file")]
