@@ -12,6 +12,14 @@ most-changed factor (1 = one factor alone); a method's score is the mean
 dominance over its `--top` most active directions (largest total change).
 Candidates: all 2^bits - 1 SFVQ segments, the top 2^bits - 1 GANSpace
 components and SeFa directions (the same number for each method).
+
+With and without layer ranges (issue 16): every candidate of every method is
+scored twice, once editing all W+ layers and once editing only its suggested
+layer range (sfvq_ext.interpret.layer_profiles: single-layer edits of
+`--profile-latents` other latents measured in multi-scale pixels, the shortest
+contiguous range holding 90% of the change). The same rule, the same step and the
+same latents for all three methods; the probe that scores is not used to choose
+the ranges.
 """
 
 from __future__ import annotations
@@ -28,9 +36,10 @@ import sfvq_ext
 from sfvq_ext.baselines import ganspace_directions, sefa_directions
 from sfvq_ext.demo import load_generator, load_probe
 from sfvq_ext.demo.measure import edit_step, factor_changes, method_score
+from sfvq_ext.interpret import layer_profiles
 
 
-def run_seed(adapter, probe, seed: int, bits: int, top: int) -> dict:
+def run_seed(adapter, probe, seed: int, bits: int, top: int, n_latents: int, n_profile: int) -> dict:
     sample = adapter.sample_latents(10_000, seed=1000 + seed)
     curve = sfvq_ext.fit(adapter.latent_sampler(), bits, epochs=3, batch_size=256, samples_per_epoch=16384,
                          seed=seed, progress=False)
@@ -38,12 +47,18 @@ def run_seed(adapter, probe, seed: int, bits: int, top: int) -> dict:
     candidates = {"SFVQ segments": sfvq_ext.directions(curve.codebook.detach()),
                   "GANSpace": ganspace_directions(sample, k=n)[0],
                   "SeFa": sefa_directions(adapter.G, k=n)[0]}
-    latents = adapter.sample_latents(64, seed=2000 + seed)
+    latents = adapter.sample_latents(n_latents, seed=2000 + seed)
+    profile_latents = adapter.sample_latents(n_profile, seed=3000 + seed)
     step = edit_step(sample)
     result = {"mse": [h["projection_mse"] for h in curve.history]}
     for name, dirs in candidates.items():
         changes = factor_changes(adapter, probe, latents, dirs, step)
         result[name] = method_score(changes, top=top)
+        profiles = layer_profiles(adapter, profile_latents, dirs, step, progress=False)
+        ranged = factor_changes(adapter, probe, latents, dirs, step, layers=[p.layers for p in profiles])
+        chosen = ranged.sum(1).argsort(descending=True)[:top]
+        result[name + " (ranges)"] = method_score(ranged, top=top) + (
+            statistics.mean(len(profiles[int(i)].layers) for i in chosen),)
     return result
 
 
@@ -52,12 +67,14 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--bits", type=int, default=5)
     p.add_argument("--top", type=int, default=8)
+    p.add_argument("--latents", type=int, default=32, help="latents each direction is scored on")
+    p.add_argument("--profile-latents", type=int, default=8, help="latents the layer profiles are measured on")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "interpretability.md"))
     args = p.parse_args()
     adapter, probe = load_generator(), load_probe()
     runs = []
     for seed in range(args.seeds):
-        runs.append(run_seed(adapter, probe, seed, args.bits, args.top))
+        runs.append(run_seed(adapter, probe, seed, args.bits, args.top, args.latents, args.profile_latents))
         print(seed, runs[-1], flush=True)
 
     def mean_sd(values):
@@ -69,16 +86,26 @@ def main() -> None:
         f"- generator: the shipped shape-world StyleGAN2 (W of 64 dimensions); probe: the shipped factor probe",
         f"- machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
         f"date {datetime.date.today()}",
-        f"- command: `python benchmarks/interpretability.py --seeds {args.seeds} --bits {args.bits} --top {args.top}`",
+        f"- command: `python benchmarks/interpretability.py --seeds {args.seeds} --bits {args.bits} --top {args.top} "
+        f"--latents {args.latents} --profile-latents {args.profile_latents}`",
         f"- SFVQ: {2**args.bits} codebook vectors ({2**args.bits - 1} segments); the same number of GANSpace / SeFa "
-        f"candidates; score over each method's {args.top} most active directions; mean ± sd over {args.seeds} seeds",
+        f"candidates; score over each method's {args.top} most active directions; each direction scored on "
+        f"{args.latents} latents; mean ± sd over {args.seeds} seeds",
+        f"- layer ranges: per direction the suggested range (sfvq_ext.interpret.layer_profiles on "
+        f"{args.profile_latents} other latents, multi-scale pixel change, shortest contiguous range with 90% of it), "
+        f"the same rule for every method; the generator has 8 W+ layers",
         "",
-        "| method | dominance (1 = one factor) | mean total factor change |",
-        "|---|---|---|",
+        "| method | layers edited | dominance (1 = one factor) | mean total factor change | mean range length (top) |",
+        "|---|---|---|---|---|",
     ]
     for name in ("SFVQ segments", "GANSpace", "SeFa"):
-        lines.append(f"| {name} | {mean_sd([r[name][0] for r in runs])} | {mean_sd([r[name][1] for r in runs])} |")
-    ranking = sorted(("SFVQ segments", "GANSpace", "SeFa"), key=lambda m: -statistics.mean(r[m][0] for r in runs))
+        lines.append(f"| {name} | all 8 | {mean_sd([r[name][0] for r in runs])} | "
+                     f"{mean_sd([r[name][1] for r in runs])} | 8 |")
+        ranged = name + " (ranges)"
+        lines.append(f"| {name} | suggested range | {mean_sd([r[ranged][0] for r in runs])} | "
+                     f"{mean_sd([r[ranged][1] for r in runs])} | {mean_sd([r[ranged][2] for r in runs])} |")
+    variants = [m + v for m in ("SFVQ segments", "GANSpace", "SeFa") for v in ("", " (ranges)")]
+    ranking = sorted(variants, key=lambda m: -statistics.mean(r[m][0] for r in runs))
     lines += ["", f"Ranking by dominance: {' > '.join(ranking)}. A direction spread evenly over the 7 factors scores "
               f"1/7 = 0.143. Read with the generator in mind: 46 minutes of CPU training leave its W space only "
               f"partly disentangled, and the probe's shape reading also reacts to imperfectly drawn shapes."]

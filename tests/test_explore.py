@@ -158,3 +158,33 @@ def test_explorer_in_a_real_browser(explored):
         finally:
             browser.close()
     assert requests and all(u.startswith("file://") for u in requests), [u for u in requests if not u.startswith("file")]
+
+
+def test_sizes_stay_sane_for_large_curves_and_images(tmp_path):
+    """Large renders are downsampled (frames, thumbnails, grid tiles), frames are capped,
+    thumbnails load lazily. A cheap 128 px generator with 3 layers stands in for 1024 px."""
+    from sfvq_ext.adapters import CallableAdapter
+
+    def render(w):
+        w = w if w.dim() == 3 else w[:, None].expand(-1, 3, -1)
+        colour = torch.tanh(w.mean(1))  # (n, 3)
+        ramp = torch.linspace(-1, 1, 128)
+        return (0.5 * colour[:, :, None, None] + 0.5 * ramp[None, None, :, None]).expand(-1, -1, -1, 128)
+
+    adapter = CallableAdapter(lambda n, g: torch.randn(n, 3, generator=g), render, latent_dim=3, num_layers=3)
+    codebook = torch.cumsum(0.1 * torch.randn(40, 3, generator=torch.Generator().manual_seed(0)), dim=0)
+    page = write_explorer(adapter, codebook, tmp_path / "big", top=2, profile_top=4, max_frames=16, frame_px=32,
+                          thumb_px=16, grid_px=24, strength=0.5, progress=False)
+    data = json.loads((page.parent / "explore.json").read_text())
+    assert len(data["frames"]) == 16 and len(data["strip"]) == 40
+    assert Image.open(page.parent / data["frames"][7]["file"]).size == (32, 32)
+    assert Image.open(page.parent / data["strip"][39]["file"]).size == (16, 16)
+    grid = Image.open(page.parent / data["segments"][0]["variants"][0]["file"]).size
+    assert grid == (2 + 5 * 26, 2 + 3 * 26)  # 5 strengths x 3 latents of 24 px tiles, 2 px gaps
+    text = page.read_text()
+    assert text.count('class="thumb" loading="lazy"') == 40
+    # frames: the downsampled render of the point (area averaging of the 128 px image)
+    u = data["frames"][7]["u"]
+    point = sfvq_ext.decode(torch.tensor([u], dtype=torch.float64), codebook.double()).float()
+    want = torch.nn.functional.interpolate(render(point), size=(32, 32), mode="area")
+    assert torch.equal(read_png(page.parent / data["frames"][7]["file"]), to_uint8(want)[0])

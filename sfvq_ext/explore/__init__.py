@@ -45,6 +45,18 @@ def _resized(images: Tensor, px: int) -> Tensor:
     return F.interpolate(images, size=size, mode="area")
 
 
+def _render_small(adapter, latents: Tensor, px: int, batch_size: int, progress: bool, desc: str):
+    """Render ``latents`` batch by batch and downsample each batch at once (yields
+    ``(index, image)``): K = 1024 renders of 1024 px would need 12 GiB held together."""
+    bar = tqdm(total=len(latents), desc=desc, unit="image", disable=not progress)
+    for start in range(0, len(latents), batch_size):
+        batch = _resized(adapter.render(latents[start : start + batch_size], batch_size=batch_size, progress=False), px)
+        for k, image in enumerate(batch):
+            yield start + k, image
+        bar.update(len(batch))
+    bar.close()
+
+
 def frame_coordinates(K: int, max_frames: int = 256, per_segment: int = 4) -> Tensor:
     """Curve coordinates of the slider's frames, float64: ``per_segment`` frames per
     segment (every vertex a frame) while that stays within ``max_frames``, else
@@ -100,7 +112,7 @@ def write_explorer(adapter, codebook: Tensor, out_dir, *, latents: Tensor | None
     coords = frame_coordinates(K, max_frames, frames_per_segment)
     points = decode(coords, codebook.double()).to(torch.promote_types(codebook.dtype, torch.float32))
     frames = []
-    for k, image in enumerate(_resized(adapter.render(points, batch_size=batch_size, progress=progress), frame_px)):
+    for k, image in _render_small(adapter, points, frame_px, batch_size, progress, "frames"):
         name = f"frames/f{k:04d}.png"
         save_png(to_uint8(image[None])[0], out / name)
         u = coords[k].item()
@@ -110,7 +122,7 @@ def write_explorer(adapter, codebook: Tensor, out_dir, *, latents: Tensor | None
 
     stages.set_postfix_str("codebook thumbnails")
     strip = []
-    for i, image in enumerate(_resized(adapter.render(codebook, batch_size=batch_size, progress=progress), thumb_px)):
+    for i, image in _render_small(adapter, codebook, thumb_px, batch_size, progress, "thumbnails"):
         name = f"strip/c{i:04d}.png"
         save_png(to_uint8(image[None])[0], out / name)
         strip.append({"file": name, "frame": int(torch.argmin((coords - i).abs()))})
