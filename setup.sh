@@ -23,5 +23,13 @@ py="$venv/bin/python"
 # No build isolation: compile against the torch just installed (an isolated build
 # works too, the extension is on the stable ABI, but fetches a torch to compile against).
 "$py" -m pip install --quiet --no-build-isolation -e ".[test,bench,biggan]"
+# The browser tests drive Debian's chromium (no browser download): install it when missing.
+if ! command -v chromium > /dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get > /dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium > /dev/null
+  else
+    echo "setup.sh: chromium is not installed; the browser test needs it (sudo apt-get install chromium)" >&2
+  fi
+fi
 "$venv/bin/sfvq" check
 "$venv/bin/sfvq" demo --out sfvq-demo
