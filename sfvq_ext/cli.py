@@ -123,6 +123,8 @@ def _quantize(args: argparse.Namespace) -> int:
         x = np.load(args.input, mmap_mode="r")
     except Exception as err:
         raise ValueError(f"cannot read {args.input} as a .npy array: {err}") from err
+    if not isinstance(x, np.ndarray):  # an .npz archive
+        raise ValueError(f"{args.input} is not a single .npy array (an .npz archive?); save one array with np.save")
     if x.ndim != 2 or x.shape[1] != module.dim or x.dtype.kind != "f":
         raise ValueError(f"{args.input} must hold a float array (N, {module.dim}) to match the curve, "
                          f"got shape {x.shape} dtype {x.dtype}")
@@ -136,7 +138,16 @@ def _quantize(args: argparse.Namespace) -> int:
     arrays = {k: np.lib.format.open_memmap(temp[k], mode="w+", dtype=dt, shape=shape) for k, (shape, dt) in names.items()}
     try:
         for start in tqdm(range(0, n, args.chunk), unit="chunk", disable=args.quiet):
-            rows = torch.from_numpy(np.array(x[start : start + args.chunk], dtype=np.float32))
+            chunk = np.asarray(x[start : start + args.chunk])
+            with np.errstate(over="ignore"):  # too-large values are reported just below
+                rows = torch.from_numpy(chunk.astype(np.float32))
+            # row numbers of the file, not of the chunk; and say when float32 (the curve's
+            # dtype) cannot hold finite values, rather than calling them NaN or Inf
+            bad = ~np.isfinite(rows.numpy()).all(axis=1)
+            if bad.any():
+                row = start + int(bad.argmax())
+                what = "holds NaN or Inf" if not np.isfinite(chunk[row - start]).all() else "has values beyond float32's range"
+                raise ValueError(f"{args.input}: row {row} {what}; remove or rescale it first")
             with torch.no_grad():
                 r = module.project(rows.to(module.weight.device), mode=args.mode)
             arrays["points"][start : start + len(rows)] = r.point.float().cpu().numpy()  # numpy has no bfloat16

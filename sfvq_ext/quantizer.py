@@ -273,8 +273,10 @@ class SFVQ(nn.Module):
                              f"in [4, {2**self.bits}], got {tuple(codebook.shape)}")
         if not torch.isfinite(codebook).all():
             raise ValueError("SFVQ.set_codebook: codebook contains NaN or Inf")
+        # a copy first: codebook may be a view of weight itself (vq.codebook = vq.codebook)
+        values = codebook.detach().to(self.weight, copy=True)
         self.weight.zero_()
-        self.weight[:K] = codebook.to(self.weight)
+        self.weight[:K] = values
         self._set_curve(K, True)
         self.reset_usage()
 

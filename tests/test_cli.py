@@ -79,6 +79,27 @@ def test_quantize_rejects_bad_input(data_file, tmp_path, capsys):
     assert not (tmp_path / "q").exists() and not (tmp_path / "r").exists()
 
 
+def test_quantize_names_the_files_row(data_file, tmp_path, capsys):
+    """Bad rows are named by their row in the file, not in the chunk; finite float64 values
+    float32 cannot hold are not called NaN; an .npz archive gets a one-line error."""
+    cli.main(fit_args(data_file, tmp_path / "run"))
+    curve = str(tmp_path / "run" / "curve.safetensors")
+    x = np.load(data_file).astype(np.float64)
+    x[137, 2] = np.nan
+    nan_file = tmp_path / "nan.npy"
+    np.save(nan_file, x)
+    fails(["quantize", curve, str(nan_file), "--out", str(tmp_path / "q"), "--chunk", "50"], capsys,
+          "row 137 holds NaN or Inf")
+    x[137, 2] = 0.0
+    x[151, 0] = 1e100
+    np.save(nan_file, x)
+    fails(["quantize", curve, str(nan_file), "--out", str(tmp_path / "q"), "--chunk", "50"], capsys,
+          "row 151 has values beyond float32's range")
+    archive = tmp_path / "x.npz"
+    np.savez(archive, x=x)
+    fails(["quantize", curve, str(archive), "--out", str(tmp_path / "q2")], capsys, "not a single .npy array")
+
+
 def test_generator_commands(tmp_path, capsys, no_network):
     """fit --generator (latents sampled on the fly), then render, edit, augment."""
     from sfvq_ext.adapters import StyleGAN2Generator, save_rosinality

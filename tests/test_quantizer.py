@@ -583,3 +583,16 @@ def test_interface_bad_input():
         _same_codebook(m, channel_last=False)(torch.randn(2, 4, 6))
     with pytest.raises(RuntimeError, match="not initialised"):
         sfvq_ext.SFVQ(6, 3).get_output_from_coords(torch.zeros(2))
+
+
+def test_assigning_the_modules_own_codebook_keeps_it():
+    """vq.codebook = vq.codebook (a view of weight) must be a no-op, not a wipe (a new user's report)."""
+    vq = sfvq_ext.SFVQ(4, 3)
+    vq(torch.randn(64, 4))
+    vq.expand()
+    before = vq.codebook.detach().clone()
+    assert before.abs().sum() > 0
+    vq.codebook = vq.codebook
+    assert torch.equal(vq.codebook, before)
+    vq.set_codebook(vq.codebook.detach())
+    assert torch.equal(vq.codebook, before) and vq.codebook_size == 8
