@@ -356,8 +356,8 @@ def _add_generator_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("generator")
     group.add_argument("--generator", default=None,
                        help="stylegan2:PATH (a rosinality .pt, or an NVlabs .pkl: StyleGAN2-ADA, StyleGAN3 or "
-                       "TensorFlow-era StyleGAN2), stylegan3:PATH (NVlabs .pkl) or biggan:DIR "
-                       "(pytorch-pretrained-biggan directory)")
+                       "TensorFlow-era StyleGAN2), stylegan3:PATH (NVlabs .pkl), biggan:DIR "
+                       "(pytorch-pretrained-biggan directory) or demo (the shape-world StyleGAN2 this package ships)")
     group.add_argument("--nvlabs-code", default=None, help="your clone of NVlabs stylegan2-ada-pytorch or stylegan3 "
                        "(needed for .pkl files; TensorFlow-era pickles are converted by its legacy.py)")
     group.add_argument("--trust-pickle", action="store_true", help="allow full unpickling of a rosinality "

@@ -107,6 +107,23 @@ def test_demo_end_to_end(tmp_path):
     data = json.loads((tmp_path / "demo" / "explore" / "explore.json").read_text())
     assert len(data["strip"]) == 8 and data["num_layers"] == 8
     assert all(s["probe_top"] in world.FACTORS for s in data["segments"])
+    # the run names its generator, so the CLI's generator commands work on it as on a fit run
+    from sfvq_ext import cli
+
+    assert json.loads((tmp_path / "demo" / "generator.json").read_text()) == {"spec": "demo"}
+    assert cli.main(["render", str(tmp_path / "demo"), "--quiet"]) == 0
+    assert (tmp_path / "demo" / "codebook.png").is_file()
+
+
+def test_demo_generator_spec():
+    """`--generator demo` opens the shipped generator: the same images as load_generator()."""
+    from sfvq_ext.adapters import open_generator
+
+    g = open_generator("demo")
+    w = g.sample_latents(3, seed=5)
+    assert torch.equal(g.render(w, progress=False), load_generator().render(w, progress=False))
+    with pytest.raises(ValueError, match="demo"):
+        open_generator("nonsense:x")
 
 
 def test_factor_probe_is_one_bring_your_own_probe():

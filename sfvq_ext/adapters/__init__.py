@@ -29,7 +29,9 @@ def open_generator(spec: str, *, nvlabs_code=None, trust_pickle: bool = False, c
       ``nvlabs_code`` names the clone of their code); ``stylegan3:PATH`` -- an NVlabs
       pickle, the same way;
     * ``biggan:DIR`` -- a pytorch-pretrained-biggan directory (``class_idx`` required;
-      ``truncation`` defaults to 0.4 and is fixed for the adapter's lifetime).
+      ``truncation`` defaults to 0.4 and is fixed for the adapter's lifetime);
+    * ``demo`` -- the shape-world StyleGAN2 this package ships (``demo:PATH``: weights
+      written by ``python -m sfvq_ext.demo.train_gan``), no download.
 
     ``class_idx`` of a conditional StyleGAN2-ADA / StyleGAN3 model is given when
     sampling (``sample_latents``, ``latent_sampler``), not here. Raises
@@ -48,4 +50,8 @@ def open_generator(spec: str, *, nvlabs_code=None, trust_pickle: bool = False, c
             raise ValueError(f"generator {spec}: BigGAN latents are per class: give class_idx (--class)")
         return load_biggan(location, class_idx, latent=latent, truncation=0.4 if truncation is None else truncation,
                            device=device)
-    raise ValueError(f"generator spec must be stylegan2:PATH, stylegan3:PATH or biggan:DIR, got {spec!r}")
+    if kind == "demo":
+        from ..demo import load_generator
+
+        return load_generator(location or None, device=device)
+    raise ValueError(f"generator spec must be stylegan2:PATH, stylegan3:PATH, biggan:DIR or demo, got {spec!r}")

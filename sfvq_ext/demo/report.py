@@ -39,6 +39,9 @@ def run_demo(out_dir, *, bits: int = 6, seed: int = 0, epochs: int = 5, samples_
     curve = fit(adapter.latent_sampler(), bits, epochs=epochs, batch_size=256, samples_per_epoch=samples_per_epoch,
                 seed=seed, progress=progress)
     save(curve, out / "curve.safetensors")
+    # so that `sfvq render/edit/augment/explore OUT` find the generator, as after `sfvq fit --generator`
+    spec = "demo" if generator_path is None else f"demo:{Path(generator_path).resolve()}"
+    atomic_write_bytes(out / "generator.json", json.dumps({"spec": spec}, indent=2).encode())
     sample = adapter.sample_latents(4096, seed=seed + 1)
     plot_fit(curve, sample, out / "fit.png")
     stages.update()
