@@ -6,8 +6,6 @@ benchmarks. Brute force computes in float64 over every segment.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
