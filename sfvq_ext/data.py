@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -62,37 +62,43 @@ class TensorSource(VectorSource):
 
 class NpyShards(VectorSource):
     """One ``.npy`` file or a directory of them (``*.npy``, in name order), opened
-    memory-mapped: only the rows of each batch are read."""
+    memory-mapped: only the rows of each batch are read. Every file must hold a 2-D
+    floating-point array (rows, dim), all of the same width; a shard may have 0 rows,
+    the whole set may not. ``name`` starts every error message (the argument that
+    named ``path``)."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, name: str = "source"):
         path = Path(path)
         if path.is_dir():
             files = sorted(path.glob("*.npy"))
             if not files:
-                raise ValueError(f"source: directory {path} holds no .npy files")
+                raise ValueError(f"{name}: directory {path} holds no .npy files")
         elif path.is_file():
             files = [path]
         else:
-            raise FileNotFoundError(f"source: {path} does not exist")
+            raise FileNotFoundError(f"{name}: {path} does not exist")
         self.paths, self.shards = files, []
         for f in files:
             try:
                 arr = np.load(f, mmap_mode="r")
             except Exception as err:
-                raise ValueError(f"source: cannot read {f} as a .npy array: {err}") from err
+                raise ValueError(f"{name}: cannot read {f} as a .npy array: {err}") from err
+            if not isinstance(arr, np.ndarray):  # np.load opened an .npz archive
+                raise ValueError(f"{name}: {f} is not a single .npy array (an .npz archive?); "
+                                 "save one array with np.save")
             if arr.ndim != 2 or arr.dtype.kind != "f":
-                raise ValueError(f"source: {f} must hold a 2-D floating-point array (N, dim), "
+                raise ValueError(f"{name}: {f} must hold a 2-D floating-point array (N, dim), "
                                  f"got shape {arr.shape} dtype {arr.dtype}")
+            if self.shards and arr.shape[1] != self.shards[0].shape[1]:
+                raise ValueError(f"{name}: shards in {path} differ in width: {files[0].name} has "
+                                 f"{self.shards[0].shape[1]}, {f.name} has {arr.shape[1]}")
             self.shards.append(arr)
-        widths = {a.shape[1] for a in self.shards}
-        if len(widths) != 1:
-            raise ValueError(f"source: shards in {path} differ in width: {sorted(widths)}")
-        self.dim = widths.pop()
-        _check_width(self.dim, "source")
+        self.dim = self.shards[0].shape[1]
+        _check_width(self.dim, name)
         self.offsets = np.cumsum([0] + [a.shape[0] for a in self.shards])
         self.num_rows = int(self.offsets[-1])
         if self.num_rows == 0:
-            raise ValueError(f"source: {path} holds no rows")
+            raise ValueError(f"{name}: {path} holds no rows")
         self.location = str(path)
 
     def rows(self, index: Tensor) -> Tensor:
@@ -105,6 +111,27 @@ class NpyShards(VectorSource):
             pick = shard_of == s
             out[order[pick]] = self.shards[s][wanted[pick] - self.offsets[s]]
         return torch.from_numpy(out)
+
+    def blocks(self, rows: int, shards: Iterable[int] | None = None) -> Iterator[tuple[int, int, np.ndarray]]:
+        """The rows of ``shards`` (indices into :attr:`paths`; default all, in name order),
+        read ``rows`` at a time: ``(shard index, first row in that file, (n, dim) float32
+        array)`` with 1 <= n <= rows. Raises ValueError naming the file and its row when a
+        row holds NaN or Inf, or values float32 cannot hold."""
+        if rows < 1:
+            raise ValueError(f"blocks: rows must be positive, got {rows}")
+        for s in range(len(self.shards)) if shards is None else shards:
+            stored = self.shards[s]
+            for first in range(0, stored.shape[0], rows):
+                block = np.asarray(stored[first : first + rows])
+                with np.errstate(over="ignore"):  # too-large values are reported just below
+                    out = block.astype(np.float32)
+                bad = ~np.isfinite(out).all(axis=1)
+                if bad.any():
+                    row = int(bad.argmax())
+                    what = ("holds NaN or Inf" if not np.isfinite(block[row]).all()
+                            else "has values beyond float32's range")
+                    raise ValueError(f"{self.paths[s]}: row {first + row} {what}; remove or rescale it first")
+                yield s, first, out
 
     def describe(self) -> dict:
         return {"kind": "npy", "rows": self.num_rows, "dim": self.dim, "files": len(self.paths),

@@ -1,6 +1,9 @@
-"""The command line: `sfvq fit` and `sfvq quantize` on .npy files."""
+"""The command line: `sfvq fit`, the generator commands, start-up imports
+(`sfvq quantize`: tests/test_cli_quantize.py)."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -51,53 +54,57 @@ def test_fit_refuses_to_overwrite_a_run_unless_told(data_file, tmp_path, capsys)
     assert cli.main(fit_args(data_file, out, "--resume")) == 0  # a finished run resumes to its result
     assert cli.main(fit_args(data_file, out, "--force")) == 0
     fails(fit_args(data_file, tmp_path / "other", "--resume"), capsys, "does not exist")
-
-
-def test_quantize_writes_exact_projection(data_file, tmp_path):
-    cli.main(fit_args(data_file, tmp_path / "run"))
-    out = tmp_path / "q"
-    assert cli.main(["quantize", str(tmp_path / "run" / "curve.safetensors"), str(data_file), "--out", str(out),
-                     "--chunk", "70", "--quiet"]) == 0
-    curve = sfvq_ext.load(tmp_path / "run" / "curve.safetensors")
-    x = torch.from_numpy(np.load(data_file))
-    want = sfvq_ext.project(x, curve.codebook.detach())
-    np.testing.assert_array_equal(np.load(out / "points.npy"), want.point.numpy())
-    np.testing.assert_allclose(np.load(out / "coords.npy"), want.coord.double().numpy(), rtol=1e-6)
-    np.testing.assert_array_equal(np.load(out / "segments.npy"), want.segment.numpy())
-    np.testing.assert_allclose(np.load(out / "distances.npy"), want.dist.double().numpy(), rtol=1e-6)
-    assert sorted(p.name for p in out.iterdir()) == ["coords.npy", "distances.npy", "points.npy", "segments.npy"]
-
-
-def test_quantize_rejects_bad_input(data_file, tmp_path, capsys):
-    cli.main(fit_args(data_file, tmp_path / "run"))
-    wrong = tmp_path / "wrong.npy"
-    np.save(wrong, np.zeros((10, 5), np.float32))
-    curve = str(tmp_path / "run" / "curve.safetensors")
-    fails(["quantize", curve, str(wrong), "--out", str(tmp_path / "q")], capsys, "must hold a float array (N, 6)")
-    fails(["quantize", str(wrong), str(wrong), "--out", str(tmp_path / "q")], capsys, "unreadable")
     fails(["fit", str(tmp_path / "missing.npy"), "--bits", "3", "--out", str(tmp_path / "r")], capsys, "does not exist")
-    assert not (tmp_path / "q").exists() and not (tmp_path / "r").exists()
+    assert not (tmp_path / "r").exists()
 
 
-def test_quantize_names_the_files_row(data_file, tmp_path, capsys):
-    """Bad rows are named by their row in the file, not in the chunk; finite float64 values
-    float32 cannot hold are not called NaN; an .npz archive gets a one-line error."""
-    cli.main(fit_args(data_file, tmp_path / "run"))
-    curve = str(tmp_path / "run" / "curve.safetensors")
-    x = np.load(data_file).astype(np.float64)
-    x[137, 2] = np.nan
-    nan_file = tmp_path / "nan.npy"
-    np.save(nan_file, x)
-    fails(["quantize", curve, str(nan_file), "--out", str(tmp_path / "q"), "--chunk", "50"], capsys,
-          "row 137 holds NaN or Inf")
-    x[137, 2] = 0.0
-    x[151, 0] = 1e100
-    np.save(nan_file, x)
-    fails(["quantize", curve, str(nan_file), "--out", str(tmp_path / "q"), "--chunk", "50"], capsys,
-          "row 151 has values beyond float32's range")
-    archive = tmp_path / "x.npz"
-    np.savez(archive, x=x)
-    fails(["quantize", curve, str(archive), "--out", str(tmp_path / "q2")], capsys, "not a single .npy array")
+def test_fit_json_counts_training_time_across_resumes(data_file, tmp_path):
+    """"seconds" is the sum of the stages' times (kept in the checkpoint), so resuming a
+    finished run keeps it; "seconds_this_run" is each process's own."""
+    out = tmp_path / "run"
+    assert cli.main(fit_args(data_file, out)) == 0
+    first = json.loads((out / "fit.json").read_text())
+    assert first["seconds"] == pytest.approx(sum(stage["seconds"] for stage in first["history"]))
+    assert 0 < first["seconds"] <= first["seconds_this_run"]
+    assert first["preset"] == "default" and first["epochs"] == 1 and first["lr"] is None
+    assert cli.main(fit_args(data_file, out, "--resume")) == 0
+    again = json.loads((out / "fit.json").read_text())
+    assert again["history"] == first["history"] and again["seconds"] == first["seconds"]
+    assert again["seconds_this_run"] > 0
+
+
+def test_fit_passes_only_the_settings_given(data_file, tmp_path, monkeypatch):
+    """--epochs / --batch-size / --lr reach sfvq_ext.fit only when given (else the preset's
+    apply); --preset always; fit.json records them as given and fit's settings as used."""
+    calls, real_fit = [], sfvq_ext.fit
+
+    def recording_fit(source, bits, **kwargs):
+        calls.append(kwargs)
+        module = real_fit(source, bits, epochs=1, batch_size=32, progress=False)  # small, whatever was asked
+        module.fit_settings = {"epochs": 1, "batch_size": 32, "what": "fit's effective settings"}
+        return module
+
+    monkeypatch.setattr(sfvq_ext, "fit", recording_fit)
+    given = {"epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr"}
+    assert cli.main(["fit", str(data_file), "--bits", "3", "--out", str(tmp_path / "a"), "--quiet"]) == 0
+    assert calls[-1]["preset"] == "default" and not set(given) & calls[-1].keys()
+    assert cli.main(["fit", str(data_file), "--bits", "3", "--out", str(tmp_path / "b"), "--quiet",
+                     "--preset", "authors", "--epochs", "2", "--lr", "0.01"]) == 0
+    assert calls[-1]["preset"] == "authors" and calls[-1]["epochs"] == 2 and calls[-1]["lr"] == 0.01
+    assert "batch_size" not in calls[-1]
+    summary = json.loads((tmp_path / "b" / "fit.json").read_text())
+    assert (summary["preset"], summary["epochs"], summary["batch_size"], summary["lr"]) == ("authors", 2, None, 0.01)
+    assert summary["settings"] == {"epochs": 1, "batch_size": 32, "what": "fit's effective settings"}
+
+
+def test_fit_help_names_the_presets(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["fit", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--preset {default,authors}" in text
+    for option in ("--epochs EPOCHS epochs per stage", "--batch-size BATCH_SIZE vectors per step", "--lr LR"):
+        assert f"{option}" in text
+    assert text.count("(default: the preset's)") == 3
 
 
 def test_generator_commands(tmp_path, capsys, no_network):
@@ -169,33 +176,21 @@ def test_class_help_says_what_it_applies_to(capsys):
     assert "and BigGAN (required;" in text
 
 
-def test_quantize_with_a_bfloat16_curve_keeps_coordinates(data_file, tmp_path):
-    """A 512-vector bfloat16 curve: coordinates above 256 are written in float64 (a
-    bfloat16 coordinate could not tell 300 from 301), points as float32."""
-    torch.manual_seed(0)
-    x = torch.from_numpy(np.load(data_file))
-    curve = sfvq_ext.SFVQ(dim=6, bits=9)
-    with torch.no_grad():  # a curve through the data: vertex i at the i-th of 512 sorted samples
-        order = torch.argsort(x[:, 0])
-        curve.initialize(x[:4])
-        for _ in range(7):
-            curve.expand()
-        curve.weight.copy_(x[order][torch.linspace(0, 299, 512).long()] + 0.01 * torch.randn(512, 6))
-    curve = curve.to(torch.bfloat16)
-    sfvq_ext.save(curve, tmp_path / "bf16.safetensors")
-    out = tmp_path / "q"
-    assert cli.main(["quantize", str(tmp_path / "bf16.safetensors"), str(data_file), "--out", str(out), "--quiet"]) == 0
-    coords, segments = np.load(out / "coords.npy"), np.load(out / "segments.npy")
-    points = np.load(out / "points.npy")
-    assert coords.dtype == np.float64 and points.dtype == np.float32 and segments.max() > 256
-    # every coordinate is its segment plus t, and decodes (in float64) to the stored point,
-    # which the op returns in the codebook's dtype (bfloat16: 8 significant bits)
-    t = coords - segments
-    assert np.all((t >= 0) & (t <= 1)) and np.any((t > 0) & (t < 1) & (segments > 256))
-    c = sfvq_ext.load(tmp_path / "bf16.safetensors").codebook.detach().double().numpy()
-    decoded = (1 - t[:, None]) * c[segments] + t[:, None] * c[segments + 1]
-    np.testing.assert_allclose(points, decoded, rtol=2**-8, atol=1e-6)
-    # a bfloat16 coordinate would be wrong by up to 1 (its spacing is 2 above 256)
-    assert np.abs(coords - torch.from_numpy(coords).bfloat16().double().numpy()).max() > 0.1
-    d = sfvq_ext.directions(torch.from_numpy(c).bfloat16())
-    assert d.dtype == torch.float32
+def test_commands_import_only_what_they_use(tmp_path):
+    """`import sfvq_ext.cli`, `sfvq --help`, `sfvq fit --help` and `sfvq quantize` load
+    none of the plotting, imaging, generator or explorer code (and no scipy / sklearn)."""
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((20, 6)).astype(np.float32))
+    module = sfvq_ext.SFVQ(dim=6, bits=2)
+    module.initialize(torch.randn(4, 6))
+    sfvq_ext.save(module, tmp_path / "curve.safetensors")
+    heavy = ("matplotlib", "PIL", "scipy", "sklearn", "sfvq_ext.adapters", "sfvq_ext.explore", "sfvq_ext.report",
+             "sfvq_ext.baselines", "sfvq_ext.demo")
+    runs = {"import": None, "--help": ["--help"], "fit --help": ["fit", "--help"],
+            "quantize": ["quantize", str(tmp_path / "curve.safetensors"), str(tmp_path / "x.npy"), "--out",
+                         str(tmp_path / "q"), "--quiet"]}
+    for name, argv in runs.items():
+        call = "" if argv is None else f"try:\n    cli.main({argv!r})\nexcept SystemExit:\n    pass\n"
+        code = f"import sys\nfrom sfvq_ext import cli\n{call}print('\\n'.join(sys.modules))"
+        loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+        assert not [m for m in loaded if m.startswith(heavy)], (name, [m for m in loaded if m.startswith(heavy)])
+    assert np.load(tmp_path / "q" / "coords.npy").shape == (20,)

@@ -1,0 +1,50 @@
+"""The --generator options shared by ``sfvq fit`` and the commands that render a run."""
+
+from __future__ import annotations
+
+import argparse
+
+# A run fitted on a generator records it here, so render/edit/augment/explore reopen it.
+GENERATOR_FILE = "generator.json"
+
+
+def add_generator_options(parser: argparse.ArgumentParser) -> None:
+    """--generator SPEC and the options that open it, as one help group."""
+    group = parser.add_argument_group("generator")
+    group.add_argument("--generator", default=None,
+                       help="stylegan2:PATH (a rosinality .pt, or an NVlabs .pkl: StyleGAN2-ADA, StyleGAN3 or "
+                       "TensorFlow-era StyleGAN2), stylegan3:PATH (NVlabs .pkl), biggan:DIR "
+                       "(pytorch-pretrained-biggan directory) or demo (the shape-world StyleGAN2 this package ships)")
+    group.add_argument("--nvlabs-code", default=None, help="your clone of NVlabs stylegan2-ada-pytorch or stylegan3 "
+                       "(needed for .pkl files; TensorFlow-era pickles are converted by its legacy.py)")
+    group.add_argument("--trust-pickle", action="store_true", help="allow full unpickling of a rosinality "
+                       "checkpoint that stores its training arguments (runs code from the file)")
+    group.add_argument("--class", dest="class_idx", type=int, default=None,
+                       help="class index, for class-conditional generators only: conditional StyleGAN2-ADA / "
+                       "StyleGAN3 pickles (the label the mapping network gets when latents are sampled; required "
+                       "for them) and BigGAN (required; with --latent z the class is fixed for the run). "
+                       "Unconditional StyleGAN2/3 refuse it")
+    group.add_argument("--latent", choices=["z", "z+class"], default="z", help="BigGAN latent: z, or z and the class "
+                       "embedding")
+    group.add_argument("--truncation", type=float, default=None,
+                       help="StyleGAN: truncation psi of sampled W latents towards w_avg (default 1: none); BigGAN: "
+                       "scale of the sampled z and the truncation the generator renders with (default 0.4)")
+
+
+def generator_options(args: argparse.Namespace) -> dict:
+    """The generator options as given on the command line (recorded in generator.json)."""
+    return {"nvlabs_code": args.nvlabs_code, "trust_pickle": args.trust_pickle, "class_idx": args.class_idx,
+            "latent": args.latent, "truncation": args.truncation}
+
+
+def sampling_options(options: dict) -> dict:
+    """truncation / class_idx for sample_latents and latent_sampler, where given."""
+    return {k: options[k] for k in ("truncation", "class_idx") if options.get(k) is not None}
+
+
+def open_generator(spec: str, options: dict, device):
+    """The adapter of generator ``spec`` (imports the adapters only now)."""
+    from sfvq_ext.adapters import open_generator as open_adapter
+
+    return open_adapter(spec, device=device, **options)
+
