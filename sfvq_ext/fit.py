@@ -1,19 +1,33 @@
 """The SFVQ fitting recipe: start from 4 norm-quartile means, train, double the
 curve, train again, ... up to ``2**bits`` vectors.
 
-Every stage trains with a fresh Adam whose learning rate is halved at 60% and
-80% of the stage (the original authors' recipe). All randomness (data order,
-dither, samples) is drawn from generators seeded by ``(seed, stage, step)``, so a
-fit is reproducible and a killed fit resumed from its last checkpoint ends with
-the same curve as an uninterrupted one. Under ``torch.distributed`` each rank
-reads its share of every batch and the gradients are summed across ranks, so the
-result equals the single-process fit up to float rounding. Usage counts are summed
-across ranks too (every rank holds the global counts), as in an
+Every stage trains the dithered-quantization loss with a fresh Adam. How long a
+stage trains and at what learning rate is a :class:`Recipe`; two are named
+(:data:`PRESETS`):
+
+* ``"default"``: the learning rate is a fraction of the data's spread (so the
+  same setting works for latents of any scale), a stage stops when its loss stops
+  improving (the learning rate is halved at every plateau, the stage ends after the
+  third), and stretches of the curve no row uses are moved, in order, onto the
+  busiest segments (:func:`revive_unused`);
+* ``"authors"``: the original authors' recipe (Vali & Bäckström, "Interpretable
+  latent space using space-filling curves for phonetic analysis in voice
+  conversion", Interspeech 2023; their train.py): batch 64, Adam at 1e-3 in the
+  data's own units, 5 epochs per stage, the rate halved at 60% and 80% of each stage.
+
+All randomness (data order, dither, samples) is drawn from generators seeded by
+``(seed, stage, step)``, so a fit is reproducible and a killed fit resumed from its
+last checkpoint ends with the same curve as an uninterrupted one. Under
+``torch.distributed`` each rank reads its share of every batch and the gradients
+are summed across ranks, so the result equals the single-process fit up to float
+rounding. Usage counts and losses are summed across ranks too (every rank holds the
+global counts and takes the same decisions), as in an
 ``SFVQ(..., sync_codebook=True)`` under ``DistributedDataParallel``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -30,15 +44,141 @@ from .checkpoint import module_from, module_info, read_checkpoint, write_checkpo
 from .data import VectorSource, as_source, draw
 from .quantizer import SFVQ
 
-__all__ = ["fit", "learning_rate_at"]
+__all__ = ["fit", "Recipe", "PRESETS", "revive_unused", "learning_rate_at"]
 
 START_BITS = 2
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How every stage of a fit trains (see :data:`PRESETS`).
+
+    Attributes:
+        batch_size: rows per step (summed over ranks); ``None``: an epoch's rows / 64,
+            clamped to [64, 1024] (so small data still gets steps enough to converge).
+        lr: Adam's learning rate; with ``lr_unit="data"`` in units of the data's
+            spread (the root mean square of the per-component standard deviations of
+            the initialisation sample) at batch 1024, scaled by ``sqrt(batch / 1024)``
+            for other batch sizes (smaller batches, noisier steps); with
+            ``"absolute"`` in the data's own units, as given.
+        lr_unit: ``"data"`` or ``"absolute"``.
+        schedule: ``"plateau"``: the rate is multiplied by ``gamma`` whenever a window's
+            mean loss fails to beat the best window so far by the fraction ``tol``, and
+            the stage stops at the ``decays + 1``-th such window (or after ``epochs``
+            epochs); ``"milestones"``: ``epochs`` epochs, the rate multiplied by
+            ``gamma`` at each of ``milestones`` (fractions of the stage).
+        epochs: epochs per stage (``"milestones"``) or the most epochs per stage (``"plateau"``).
+        milestones, gamma: as above.
+        window: rows per loss window (losses are averaged over it; revival looks at it).
+        tol, decays: the plateau rule, as above.
+        revive: at the end of every window in which some segment got no row, move the
+            vertices of such stretches onto the busiest segments (:func:`revive_unused`).
+        expand_eps: spacing of the new vertices when the curve doubles (:func:`sfvq_ext.expand`).
+    """
+
+    batch_size: int | None
+    lr: float
+    lr_unit: str
+    schedule: str
+    epochs: int
+    milestones: tuple[float, ...] = (0.6, 0.8)
+    gamma: float = 0.5
+    window: int = 65_536
+    tol: float = 0.01
+    decays: int = 2
+    revive: bool = False
+    expand_eps: float = 0.01
+
+    def check(self) -> None:
+        """Raise ``ValueError`` naming the first setting out of range."""
+        for name in ("batch_size", "epochs", "window"):
+            value = getattr(self, name)
+            if value is None and name == "batch_size":
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"fit: {name} must be an int >= 1, got {value!r}")
+        if not isinstance(self.decays, int) or self.decays < 0:
+            raise ValueError(f"fit: decays must be an int >= 0, got {self.decays!r}")
+        if not self.lr > 0 or not math.isfinite(self.lr):
+            raise ValueError(f"fit: lr must be positive and finite, got {self.lr!r}")
+        if self.lr_unit not in ("data", "absolute"):
+            raise ValueError(f"fit: lr_unit must be 'data' or 'absolute', got {self.lr_unit!r}")
+        if self.schedule not in ("plateau", "milestones"):
+            raise ValueError(f"fit: schedule must be 'plateau' or 'milestones', got {self.schedule!r}")
+        if not 0 < self.gamma <= 1:
+            raise ValueError(f"fit: gamma must be in (0, 1], got {self.gamma!r}")
+        if not 0 <= self.tol < 1:
+            raise ValueError(f"fit: tol must be in [0, 1), got {self.tol!r}")
+        if not all(0 < m < 1 for m in self.milestones):
+            raise ValueError(f"fit: milestones must be fractions in (0, 1), got {self.milestones!r}")
+        if not 0 < self.expand_eps < 0.5:
+            raise ValueError(f"fit: expand_eps must be in (0, 0.5), got {self.expand_eps!r}")
+
+
+PRESETS = {
+    # Measured in benchmarks/fit_quality.py (results/fit_quality.md): against "authors" at the
+    # old defaults (batch 256) a lower curve error, more segments in use, in less time.
+    "default": Recipe(batch_size=None, lr=0.01, lr_unit="data", schedule="plateau", epochs=20, window=65_536,
+                      tol=0.01, decays=2, revive=True),
+    # Vali & Bäckström's train.py (Interspeech 2023), reproduced by benchmarks/authors_example.py.
+    "authors": Recipe(batch_size=64, lr=1e-3, lr_unit="absolute", schedule="milestones", epochs=5),
+}
 
 
 def learning_rate_at(step: int, total: int, lr: float, milestones=(0.6, 0.8), gamma: float = 0.5) -> float:
     """The stage's learning rate at ``step`` of ``total``: ``lr`` times ``gamma`` per milestone passed."""
     passed = sum(step >= round(m * total) for m in milestones)
     return lr * gamma**passed
+
+
+@torch.no_grad()
+def revive_unused(codebook: Tensor, counts: Tensor) -> tuple[Tensor, int]:
+    """Move the vertices of unused stretches of the curve onto its busiest segments,
+    keeping the order of every other vertex.
+
+    ``codebook`` ``(K, D)``; ``counts`` ``(K-1,)``: rows per segment over some period.
+    A vertex is unused when neither segment beside it got a row. Those vertices are
+    taken out (the curve then runs straight from the last used vertex to the next:
+    nothing any row was quantized to changes), and the same number are put back
+    on the remaining segments in proportion to their rows (largest remainders first),
+    evenly spaced along each segment, so the curve's shape is unchanged there and
+    each new vertex starts with rows to learn from. Returns the new codebook (same
+    shape and dtype) and the number of vertices moved (0: ``codebook`` itself).
+    Raises ``ValueError`` for mismatched shapes.
+    """
+    K = codebook.shape[0]
+    if codebook.dim() != 2 or counts.shape != (K - 1,):
+        raise ValueError(f"revive_unused: codebook must be (K, D) and counts (K-1,), got "
+                         f"{tuple(codebook.shape)} and {tuple(counts.shape)}")
+    used = counts.cpu() > 0
+    if not used.any():
+        return codebook, 0
+    needed = torch.zeros(K, dtype=torch.bool)
+    needed[:-1] |= used
+    needed[1:] |= used
+    keep = needed.nonzero().squeeze(1)
+    moved = K - len(keep)
+    if moved == 0:
+        return codebook, 0
+    # rows of each remaining segment keep[a] -> keep[a+1] (sums of the segments it replaces)
+    total = torch.cat([torch.zeros(1, dtype=torch.float64), counts.cpu().double().cumsum(0)])
+    load = total[keep[1:]] - total[keep[:-1]]
+    share = load * (moved / load.sum())
+    extra = share.floor().long()
+    short = moved - int(extra.sum())
+    if short:  # largest remainders first (ties: the earlier segment)
+        extra[torch.argsort(share - extra, descending=True, stable=True)[:short]] += 1
+    pieces = extra + 1
+    # segment a becomes `pieces[a]` equal parts: points at fractions 1/p, 2/p, ..., p/p
+    seg = torch.repeat_interleave(torch.arange(len(pieces)), pieces)
+    first = torch.cumsum(pieces, 0) - pieces
+    frac = (torch.arange(len(seg)) - first[seg] + 1).double() / pieces[seg].double()
+    c = codebook.detach().cpu().double()
+    start, end = c[keep[seg]], c[keep[seg + 1]]
+    points = start + frac[:, None] * (end - start)
+    points[frac == 1] = end[frac == 1]  # the kept vertices themselves, exactly
+    out = torch.cat([c[keep[:1]], points]).to(codebook)
+    return out, moved
 
 
 def squared_error_and_grad(x: Tensor, codebook: Tensor, dither: Tensor, divisor: float) -> tuple[Tensor, Tensor, Tensor]:
@@ -73,29 +213,54 @@ class _Progress:
     epoch_losses: list[float] = field(default_factory=list)  # mean loss of each finished epoch
     epoch_error: float = 0.0  # sum of squared errors so far in the current epoch
     epoch_rows: int = 0
+    window_losses: list[float] = field(default_factory=list)  # mean loss of each finished window
+    window_error: float = 0.0
+    window_rows: int = 0
+    best_window: float | None = None  # the plateau rule's best window loss in this stage
+    decays: int = 0  # plateaus so far in this stage
+    revived: int = 0  # vertices moved by revive_unused in this stage
+    stopped: bool = False  # the plateau rule ended this stage
+    data_scale: float = 1.0  # the data's spread (Recipe.lr with lr_unit "data" is in its units)
     stage_seconds: float = 0.0
     history: list[dict] = field(default_factory=list)  # finished stages
     complete: bool = False
 
 
+_LEGACY = ("epochs", "batch_size", "lr", "expand_eps", "milestones", "gamma")
+
+
+def _legacy_settings(settings: dict) -> dict:
+    """The settings of a checkpoint written before presets existed (its recipe was the
+    authors' milestone schedule) in today's form."""
+    recipe = dataclasses.replace(PRESETS["authors"], **{k: settings[k] for k in _LEGACY if k in settings})
+    rest = {k: v for k, v in settings.items() if k not in _LEGACY}
+    return {**rest, "preset": "authors", "recipe": _recipe_record(recipe)}
+
+
+def _recipe_record(recipe: Recipe) -> dict:
+    record = dataclasses.asdict(recipe)
+    record["milestones"] = list(recipe.milestones)  # as JSON reads it back
+    return record
+
+
 class _Fit:
-    def __init__(self, source: VectorSource, bits, epochs, batch_size, lr, seed, device, checkpoint,
-                 checkpoint_every, samples_per_epoch, expand_eps, milestones, gamma, init_samples,
-                 eval_samples, progress, callback):
-        self.source, self.bits, self.epochs, self.batch_size = source, bits, epochs, batch_size
-        self.lr, self.seed, self.device = lr, seed, device
+    def __init__(self, source: VectorSource, bits, preset, recipe: Recipe, seed, device, checkpoint,
+                 checkpoint_every, samples_per_epoch, init_samples, eval_samples, progress, callback):
+        self.source, self.bits, self.recipe, self.seed, self.device = source, bits, recipe, seed, device
+        rows = source.num_rows if source.num_rows is not None else samples_per_epoch
+        self.batch_size = recipe.batch_size or min(1024, max(64, rows // 64))
         self.checkpoint, self.checkpoint_every = checkpoint, checkpoint_every
-        self.milestones, self.gamma = tuple(milestones), gamma
         self.init_samples, self.eval_samples = init_samples, eval_samples
         self.progress, self.callback = progress, callback
         self.distributed = dist.is_available() and dist.is_initialized()
         self.rank = dist.get_rank() if self.distributed else 0
         self.world = dist.get_world_size() if self.distributed else 1
-        rows = source.num_rows if source.num_rows is not None else samples_per_epoch
-        self.steps_per_epoch = math.ceil(rows / batch_size)
+        self.steps_per_epoch = math.ceil(rows / self.batch_size)
+        self.max_steps = self.steps_per_epoch * recipe.epochs
+        # a window is at most an epoch, so small data is judged once per epoch
+        self.window_steps = min(max(1, math.ceil(recipe.window / self.batch_size)), self.steps_per_epoch)
         self.settings = {
-            "bits": bits, "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
-            "expand_eps": expand_eps, "milestones": list(self.milestones), "gamma": gamma,
+            "bits": bits, "seed": seed, "preset": preset, "recipe": _recipe_record(recipe),
             "samples_per_epoch": samples_per_epoch, "init_samples": init_samples, "world_size": self.world,
             "source": {k: v for k, v in source.describe().items() if k != "path"},
         }
@@ -116,12 +281,12 @@ class _Fit:
         """The same rows on every rank: the initialisation and evaluation samples."""
         return self._checked(draw(self.source, n, _generator(self.seed, purpose)), what)
 
-    def _batch(self, stage_bits: int, step: int, total: int) -> tuple[Tensor, int]:
+    def _batch(self, stage_bits: int, step: int) -> tuple[Tensor, int]:
         """This rank's part of the batch at ``step``, and the global batch's row count."""
         what = f"the batch at step {step} of the {stage_bits}-bit stage"
         if self.source.num_rows is None:
             local = len(torch.arange(self.batch_size).tensor_split(self.world)[self.rank])
-            x = self.source.sample(local, self._step_generator(_SAMPLE, stage_bits, step, total, self.rank))
+            x = self.source.sample(local, self._step_generator(_SAMPLE, stage_bits, step, self.rank))
             return self._checked(x, what), self.batch_size
         epoch, b = divmod(step, self.steps_per_epoch)
         if self._order_cache is None or self._order_cache[0] != (stage_bits, epoch):
@@ -130,24 +295,25 @@ class _Fit:
         index = self._order_cache[1][b * self.batch_size : (b + 1) * self.batch_size]
         return self._checked(self.source.rows(index.tensor_split(self.world)[self.rank]), what), len(index)
 
-    def _step_generator(self, purpose: int, stage_bits: int, step: int, total: int, rank: int = 0) -> torch.Generator:
+    def _step_generator(self, purpose: int, stage_bits: int, step: int, rank: int = 0) -> torch.Generator:
         """Generator for one step: seeds for a whole stage are drawn at once (SeedSequence is slow per call)."""
         key = (purpose, stage_bits, rank)
         if key not in self._stage_seeds:
             sequence = np.random.SeedSequence([self.seed, purpose, stage_bits, rank])
-            self._stage_seeds[key] = sequence.generate_state(total, np.uint64) >> np.uint64(1)
+            self._stage_seeds[key] = sequence.generate_state(self.max_steps, np.uint64) >> np.uint64(1)
         return torch.Generator().manual_seed(int(self._stage_seeds[key][step]))
 
     # -- checkpoints -------------------------------------------------------
 
-    def _save(self, module: SFVQ, codebook: Tensor, optimizer, counts: Tensor, state: _Progress) -> None:
+    def _save(self, module: SFVQ, codebook: Tensor, optimizer, counts: Tensor, window_counts: Tensor,
+              state: _Progress) -> None:
         """Checkpoint (rank 0 writes, all wait): the curve, this stage's Adam state and counts, the progress."""
         if self.checkpoint is None:
             return
         if self.rank == 0:
-            tensors = {"codebook": codebook, "segment_counts": counts}
+            tensors = {"codebook": codebook, "segment_counts": counts, "window_counts": window_counts}
             adam_step = 0.0
-            if optimizer is not None and codebook in optimizer.state:
+            if optimizer is not None and optimizer.state.get(codebook):
                 adam = optimizer.state[codebook]
                 tensors["adam_exp_avg"], tensors["adam_exp_avg_sq"] = adam["exp_avg"], adam["exp_avg_sq"]
                 adam_step = float(adam["step"])
@@ -163,7 +329,12 @@ class _Fit:
         tensors, info = read_checkpoint(path)
         if "training" not in info:
             raise ValueError(f"resume: {path} holds a fitted curve, not a training checkpoint")
-        differ = {k: (info["settings"].get(k), v) for k, v in self.settings.items() if info["settings"].get(k) != v}
+        saved = info["settings"] if "recipe" in info["settings"] else _legacy_settings(info["settings"])
+        def flat(settings):  # the recipe's fields by name, beside the other settings
+            return {**{k: v for k, v in settings.items() if k != "recipe"}, **settings.get("recipe", {})}
+
+        saved, now = flat(saved), flat(self.settings)
+        differ = {k: (saved.get(k), v) for k, v in now.items() if saved.get(k) != v}
         if differ:
             detail = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in differ.items())
             raise ValueError(f"resume: {path} was written by a fit with other settings ({detail})")
@@ -183,33 +354,53 @@ class _Fit:
         if resume is not None:
             module, state, saved = self.resume(resume)
         else:
-            module = SFVQ(self.source.dim, self.bits, start_bits=START_BITS, expand_eps=self.settings["expand_eps"],
+            module = SFVQ(self.source.dim, self.bits, start_bits=START_BITS, expand_eps=self.recipe.expand_eps,
                           device=self.device)
             # the starting curve is computed on the CPU: the same on every device
-            module.initialize(self._fixed_sample(self.init_samples, _INIT, "the initialisation sample").cpu())
-            state, saved = _Progress(), {}
+            sample = self._fixed_sample(self.init_samples, _INIT, "the initialisation sample").cpu()
+            module.initialize(sample)
+            spread = float(sample.double().var(dim=0, correction=0).mean().sqrt())
+            state, saved = _Progress(data_scale=spread if spread > 0 else 1.0), {}
         module.train()
         eval_sample = self._fixed_sample(self.eval_samples, _EVAL, "the evaluation sample")
-        total = self.steps_per_epoch * self.epochs
+        # One line across stages: work counted as K per stage (a step costs about K x batch x D)
+        # so its rate and time left follow the stages that cost more.
+        overall = tqdm(total=sum(2**b for b in range(START_BITS, self.bits + 1)), unit="work", leave=True,
+                       initial=sum(2**h["bits"] for h in state.history), dynamic_ncols=True,
+                       bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]",
+                       disable=not self.progress or self.rank != 0)
         while not state.complete:
+            overall.set_description(f"SFVQ stage {state.stage_bits - START_BITS + 1} of {self.bits - START_BITS + 1}")
             resuming_stage = state.step > 0
             if not resuming_stage and state.stage_bits > START_BITS:
                 module.expand()
-            self._train_stage(module, state, total, saved if resuming_stage else {}, eval_sample)
+            self._train_stage(module, state, saved if resuming_stage else {}, eval_sample)
             saved = {}
+            record = state.history[-1]
+            overall.update(2 ** record["bits"])
+            if self.progress and self.rank == 0:
+                overall.write(f"stage {record['bits'] - START_BITS + 1} of {self.bits - START_BITS + 1} "
+                              f"(K={record['codebook_size']}): projection MSE {record['projection_mse']:.5g}, "
+                              f"perplexity {record['perplexity']:.1f} of {record['codebook_size'] - 1}, "
+                              f"{record['steps']} steps ({record['stop']}), {record['seconds']:.1f} s")
+        overall.close()
         module.history = state.history
+        module.fit_settings = self.settings
         return module.eval()
 
-    def _train_stage(self, module: SFVQ, state: _Progress, total: int, saved: dict, eval_sample: Tensor) -> None:
+    def _train_stage(self, module: SFVQ, state: _Progress, saved: dict, eval_sample: Tensor) -> None:
         # The stage trains its own copy of the rows in use, so Adam works on K x D
         # values, not on all 2**bits rows the module holds; it is written back at
         # every checkpoint and at the end.
         codebook = torch.nn.Parameter(module.codebook.detach().clone())
         K = codebook.shape[0]
-        optimizer = torch.optim.Adam([codebook], lr=self.lr, fused=True)  # one kernel: matters at small K
+        optimizer = torch.optim.Adam([codebook], lr=self.recipe.lr, fused=True)  # one kernel: matters at small K
         counts = torch.zeros(K - 1, dtype=torch.float64)
+        window_counts = torch.zeros(K - 1, dtype=torch.float64)
         if saved:  # continue a stage from a checkpoint
             counts = saved["segment_counts"].double()
+            if "window_counts" in saved:
+                window_counts = saved["window_counts"].double()
             if "adam_exp_avg" in saved:
                 optimizer_state = optimizer.state_dict()
                 optimizer_state["state"] = {0: {"step": saved["adam_step"],
@@ -217,39 +408,80 @@ class _Fit:
                                                 "exp_avg_sq": saved["adam_exp_avg_sq"].to(codebook)}}
                 optimizer.load_state_dict(optimizer_state)
         started = time.perf_counter() - state.stage_seconds
-        bar = tqdm(total=total, initial=state.step, unit="step", leave=True, dynamic_ncols=True,
-                   desc=f"SFVQ {state.stage_bits}/{self.bits} bits (K={K})",
-                   disable=not self.progress or self.rank != 0)
-        for _ in range(state.step, total):
-            loss = self._step(codebook, optimizer, counts, state, total)
+        bar = tqdm(total=self.max_steps, initial=state.step, unit="step", leave=False, dynamic_ncols=True,
+                   desc=f"  {state.stage_bits}/{self.bits} bits (K={K})", disable=not self.progress or self.rank != 0)
+        while state.step < self.max_steps and not state.stopped:
+            loss = self._step(codebook, optimizer, counts, window_counts, state)
             state.step += 1
             bar.update()
-            if state.step % 50 == 0 or state.step == total:
+            if state.step % 50 == 0 or state.step == self.max_steps:
                 bar.set_postfix(loss=f"{loss:.4g}", lr=f"{optimizer.param_groups[0]['lr']:.2g}")
             epoch_done = state.step % self.steps_per_epoch == 0
             if epoch_done:
                 state.epoch_losses.append(state.epoch_error / (state.epoch_rows * module.dim))
                 state.epoch_error, state.epoch_rows = 0.0, 0
-            if state.step < total and (epoch_done or (self.checkpoint_every and state.step % self.checkpoint_every == 0)):
+            window_done = state.step % self.window_steps == 0
+            if window_done:
+                self._end_window(codebook, optimizer, counts, window_counts, state, module.dim)
+            if state.step < self.max_steps and not state.stopped and (
+                    epoch_done or window_done or (self.checkpoint_every and state.step % self.checkpoint_every == 0)):
                 state.stage_seconds = time.perf_counter() - started
-                self._save(module, codebook, optimizer, counts, state)
+                self._save(module, codebook, optimizer, counts, window_counts, state)
             if self.callback is not None:
-                self.callback({"bits": state.stage_bits, "step": state.step, "total": total, "loss": loss})
+                self.callback({"bits": state.stage_bits, "step": state.step, "total": self.max_steps, "loss": loss})
         bar.close()
         with torch.no_grad():
             module.weight[:K] = codebook
         # Stage done: the checkpoint now says "next stage, not started (not yet expanded)".
-        state.history.append(self._stage_record(module, state, counts, total, started, eval_sample))
-        state.stage_bits, state.step, state.epoch_losses, state.stage_seconds = state.stage_bits + 1, 0, [], 0.0
+        state.history.append(self._stage_record(module, state, counts, started, eval_sample))
+        state.stage_bits, state.step, state.stage_seconds = state.stage_bits + 1, 0, 0.0
+        state.epoch_losses, state.window_losses, state.best_window = [], [], None
+        state.decays, state.revived, state.stopped = 0, 0, False
         state.complete = state.stage_bits > self.bits
-        self._save(module, codebook, None, counts, state)
+        self._save(module, codebook, None, counts, window_counts.zero_(), state)
 
-    def _step(self, codebook: torch.nn.Parameter, optimizer, counts: Tensor, state: _Progress, total: int) -> float:
-        x, global_rows = self._batch(state.stage_bits, state.step, total)
+    def _learning_rate(self, state: _Progress) -> float:
+        r = self.recipe
+        lr = r.lr * (state.data_scale * math.sqrt(self.batch_size / 1024) if r.lr_unit == "data" else 1.0)
+        if r.schedule == "milestones":
+            return learning_rate_at(state.step, self.max_steps, lr, r.milestones, r.gamma)
+        return lr * r.gamma**state.decays
+
+    def _end_window(self, codebook, optimizer, counts: Tensor, window_counts: Tensor, state: _Progress,
+                    dim: int) -> None:
+        """A window of steps is done: record its loss, revive unused stretches, apply the plateau rule."""
+        r = self.recipe
+        loss = state.window_error / (state.window_rows * dim)
+        state.window_losses.append(loss)
+        state.window_error, state.window_rows = 0.0, 0
+        if r.revive:
+            new, moved = revive_unused(codebook.detach(), window_counts)
+            if moved:
+                with torch.no_grad():
+                    codebook.copy_(new)
+                optimizer.state.pop(codebook, None)  # the moments belonged to other vertices
+                counts.zero_()
+                state.revived += moved
+                state.best_window = None  # the curve changed: judge progress afresh
+                window_counts.zero_()
+                return
+        window_counts.zero_()
+        if r.schedule != "plateau":
+            return
+        if state.best_window is not None and loss > state.best_window * (1 - r.tol):
+            if state.decays == r.decays:
+                state.stopped = True
+            else:
+                state.decays += 1
+        state.best_window = loss if state.best_window is None else min(state.best_window, loss)
+
+    def _step(self, codebook: torch.nn.Parameter, optimizer, counts: Tensor, window_counts: Tensor,
+              state: _Progress) -> float:
+        x, global_rows = self._batch(state.stage_bits, state.step)
         K, D = codebook.shape
-        dither = torch.rand(K - 1, generator=self._step_generator(_DITHER, state.stage_bits, state.step, total))
+        dither = torch.rand(K - 1, generator=self._step_generator(_DITHER, state.stage_bits, state.step))
         # loss: squared error over this rank's rows / (all rows of the batch x D); summed across ranks, the batch mean
-        error, grad, segment = squared_error_and_grad(x, codebook, dither.to(codebook), global_rows * D)
+        error, grad, segment = squared_error_and_grad(x, codebook.detach(), dither.to(codebook), global_rows * D)
         codebook.grad = grad
         local_counts = torch.bincount(segment, minlength=K - 1).to(grad.dtype)
         if self.distributed:
@@ -257,52 +489,86 @@ class _Fit:
             dist.all_reduce(packed)
             grad.copy_(packed[: K * D].view(K, D))
             local_counts, error = packed[K * D : -1], packed[-1]
-        counts += local_counts.double().cpu()
-        optimizer.param_groups[0]["lr"] = learning_rate_at(state.step, total, self.lr, self.milestones, self.gamma)
+        local_counts = local_counts.double().cpu()
+        counts += local_counts
+        window_counts += local_counts
+        optimizer.param_groups[0]["lr"] = self._learning_rate(state)
         optimizer.step()
         error = float(error)
         state.epoch_error += error
         state.epoch_rows += global_rows
+        state.window_error += error
+        state.window_rows += global_rows
         return error / (global_rows * D)
 
-    def _stage_record(self, module, state, counts, total, started, eval_sample) -> dict:
+    def _stage_record(self, module, state, counts, started, eval_sample) -> dict:
         module.segment_counts.zero_()
         module.segment_counts[: module.codebook_size - 1] = counts.to(module.segment_counts)
-        return {"bits": state.stage_bits, "codebook_size": module.codebook_size, "steps": total,
-                "epoch_loss": list(state.epoch_losses), "perplexity": module.perplexity,
+        return {"bits": state.stage_bits, "codebook_size": module.codebook_size, "steps": state.step,
+                "stop": "converged" if state.stopped else "epochs",
+                "epoch_loss": list(state.epoch_losses), "window_loss": list(state.window_losses),
+                "revived": state.revived, "perplexity": module.perplexity,
                 "projection_mse": self._evaluate(module, eval_sample), "seconds": time.perf_counter() - started}
 
 
-def fit(source, bits: int, *, epochs: int = 5, batch_size: int = 256, lr: float = 1e-3, seed: int = 0,
-        device=None, resume=None, checkpoint=None, checkpoint_every: int | None = None,
-        samples_per_epoch: int | None = None, expand_eps: float = 0.01, milestones=(0.6, 0.8),
-        gamma: float = 0.5, init_samples: int = 10_000, eval_samples: int = 65_536, progress: bool = True,
-        callback=None) -> SFVQ:
+def fit(source, bits: int, *, preset: str = "default", epochs: int | None = None, batch_size: int | None = None,
+        lr: float | None = None, seed: int = 0, device=None, resume=None, checkpoint=None,
+        checkpoint_every: int | None = None, samples_per_epoch: int | None = None, init_samples: int = 10_000,
+        eval_samples: int = 65_536, progress: bool = True, callback=None, **recipe) -> SFVQ:
     """Fit an SFVQ curve of ``2**bits`` vectors to ``source`` and return it (an
-    :class:`SFVQ` in eval mode; ``.codebook`` is the curve, ``.history`` one record per stage).
+    :class:`SFVQ` in eval mode; ``.codebook`` is the curve, ``.history`` one record per
+    stage, ``.fit_settings`` the settings used).
 
     ``source``: a tensor or array ``(N, dim)``, a ``.npy`` file, a directory of ``.npy``
     shards (memory-mapped), or a sampler ``sampler(n, generator) -> (n, dim)`` drawing
-    fresh vectors (then ``samples_per_epoch`` says how many make an epoch).
+    fresh vectors (then ``samples_per_epoch`` says how many make an epoch). Rows are
+    trained in float32.
 
-    Stages run at 2, 3, ..., ``bits`` bits, ``epochs`` epochs each, with a fresh Adam at
-    ``lr`` multiplied by ``gamma`` at each of ``milestones`` (fractions of the stage).
-    ``checkpoint``: file to save progress to (atomically) after every epoch, every
-    ``checkpoint_every`` steps and at the end; ``resume``: a checkpoint to continue
-    from (the settings must match; it becomes the checkpoint file unless another is
-    named). ``seed`` fixes every random draw: the same seed gives the same curve
-    (bit for bit on CPU). ``device``: where to train (default: the tensor's device,
-    else CPU). ``callback(info)`` is called after every step.
+    Stages run at 2, 3, ..., ``bits`` bits with the :class:`Recipe` of ``preset``
+    (``"default"`` or ``"authors"``, :data:`PRESETS`); ``epochs``, ``batch_size``, ``lr``
+    and any other :class:`Recipe` field given as a keyword (``schedule``, ``milestones``,
+    ``gamma``, ``window``, ``tol``, ``decays``, ``revive``, ``expand_eps``, ``lr_unit``)
+    replace the preset's value. ``checkpoint``: file to save progress to (atomically)
+    after every epoch and window, every ``checkpoint_every`` steps and at the end;
+    ``resume``: a checkpoint to continue from (the settings must match; it becomes the
+    checkpoint file unless another is named). ``seed`` fixes every random draw: the
+    same seed gives the same curve (bit for bit on CPU). ``device``: where to train
+    (default: the tensor's device, else CPU). ``progress``: one line across stages
+    (stage k of n, time left) and each stage's projection MSE as it ends.
+    ``callback(info)`` is called after every step.
+
+    Each ``.history`` record: ``bits``, ``codebook_size``, ``steps``, ``stop``
+    (``"converged"`` or ``"epochs"``), ``epoch_loss`` and ``window_loss`` (mean
+    dithered loss per component of each finished epoch / window), ``revived`` (vertices
+    moved), ``perplexity`` (of the segment usage since the last revival),
+    ``projection_mse`` (exact projection of ``eval_samples`` fixed rows, per component),
+    ``seconds`` (the stage's wall time, across resumes).
+
+    Raises ``ValueError`` naming the setting for bad arguments, for a source row
+    with NaN or Inf, and for a resume with other settings; ``TypeError`` for an
+    unknown keyword or source type.
     """
+    if preset not in PRESETS:
+        raise ValueError(f"fit: preset must be one of {sorted(PRESETS)}, got {preset!r}")
+    fields = {f.name for f in dataclasses.fields(Recipe)}
+    unknown = sorted(set(recipe) - fields)
+    if unknown:
+        raise TypeError(f"fit: unknown keyword argument(s) {unknown}; recipe settings are {sorted(fields)}")
+    given = {"epochs": epochs, "batch_size": batch_size, "lr": lr, **recipe}
+    given = {k: v for k, v in given.items() if v is not None}
+    if "lr" in given:
+        given["lr"] = float(given["lr"])
+    if "milestones" in given:
+        given["milestones"] = tuple(given["milestones"])
+    chosen = dataclasses.replace(PRESETS[preset], **given)
+    chosen.check()
     src = as_source(source)
-    for name, value, low in (("bits", bits, START_BITS), ("epochs", epochs, 1), ("batch_size", batch_size, 1),
-                             ("init_samples", init_samples, 4), ("eval_samples", eval_samples, 1)):
+    for name, value, low in (("bits", bits, START_BITS), ("init_samples", init_samples, 4),
+                             ("eval_samples", eval_samples, 1)):
         if not isinstance(value, int) or value < low:
             raise ValueError(f"fit: {name} must be an int >= {low}, got {value!r}")
     if bits > 24:
         raise ValueError(f"fit: bits must be at most 24, got {bits}")
-    if not lr > 0:
-        raise ValueError(f"fit: lr must be positive, got {lr!r}")
     if src.num_rows is None and (not isinstance(samples_per_epoch, int) or samples_per_epoch < 1):
         raise ValueError("fit: a sampler source needs samples_per_epoch (a positive int): how many vectors make an epoch")
     if src.num_rows is not None and samples_per_epoch is not None:
@@ -313,7 +579,7 @@ def fit(source, bits: int, *, epochs: int = 5, batch_size: int = 256, lr: float 
         device = src.data.device if hasattr(src, "data") else torch.device("cpu")
     if checkpoint is None and resume is not None:
         checkpoint = resume
-    runner = _Fit(src, bits, epochs, batch_size, float(lr), seed, torch.device(device),
+    runner = _Fit(src, bits, preset, chosen, seed, torch.device(device),
                   None if checkpoint is None else os.fspath(checkpoint), checkpoint_every, samples_per_epoch,
-                  float(expand_eps), milestones, float(gamma), init_samples, eval_samples, progress, callback)
+                  init_samples, eval_samples, progress, callback)
     return runner.run(resume)

@@ -83,6 +83,12 @@ def _hash_normal(state: Tensor, n: int, salt: int) -> Tensor:
     return torch.cat([radius * torch.cos(angle), radius * torch.sin(angle)])[:n]
 
 
+# torch.compiler.disable imports torch._dynamo when it decorates (~2 s on a small
+# machine, paid by every `import sfvq_ext` and CLI command); torch's own lazy form
+# imports it only when a decorated method is first called.
+_compiler_disable = getattr(torch, "_disable_dynamo", torch.compiler.disable)
+
+
 def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
 
@@ -390,7 +396,7 @@ class SFVQ(nn.Module):
 
     # -- growth ------------------------------------------------------------
 
-    @torch.compiler.disable
+    @_compiler_disable
     @torch.no_grad()
     def initialize(self, sample: Tensor) -> None:
         """Set the starting curve from ``sample`` ``(n, dim)`` (or any ``(..., dim)``),
@@ -410,7 +416,7 @@ class SFVQ(nn.Module):
             dist.broadcast(codebook, src=0)
         self.set_codebook(codebook)
 
-    @torch.compiler.disable
+    @_compiler_disable
     def _initialize_from_batch(self, x: Tensor) -> None:
         if self.weight.detach().any():
             raise RuntimeError(

@@ -189,8 +189,11 @@ def test_checkpoint_written_before_issue_13_resumes(tmp_path):
     assert sfvq_ext.load(legacy).codebook_size == 8  # the 3-bit stage's curve, as saved
     path = tmp_path / "run.safetensors"
     shutil.copy(legacy, path)
-    resumed = sfvq_ext.fit(x, 3, resume=path, **settings)
-    whole = sfvq_ext.fit(x, 3, **settings)
+    # its recipe was the authors' (the only one then): resuming it under another preset is refused
+    with pytest.raises(ValueError, match="preset: checkpoint 'authors' vs now 'default'"):
+        sfvq_ext.fit(x, 3, resume=path, **settings)
+    resumed = sfvq_ext.fit(x, 3, resume=path, preset="authors", **settings)
+    whole = sfvq_ext.fit(x, 3, preset="authors", **settings)
     assert torch.equal(resumed.codebook, whole.codebook)
     assert torch.equal(resumed.segment_usage, whole.segment_usage)
 
