@@ -8,8 +8,9 @@ stage trains and at what learning rate is a :class:`Recipe`; two are named
 * ``"default"``: the learning rate is a fraction of the data's spread (so the
   same setting works for latents of any scale), a stage stops when its loss stops
   improving (the learning rate is halved at every plateau, the stage ends after the
-  third), and stretches of the curve no row uses are moved, in order, onto the
-  busiest segments (:func:`revive_unused`);
+  third), stretches of the curve no row uses are moved, in order, onto the busiest
+  segments (:func:`revive_unused`) and the used pieces are visited in a shorter tour
+  (:func:`shorten_bridges`);
 * ``"authors"``: the original authors' recipe (Vali & Bäckström, "Interpretable
   latent space using space-filling curves for phonetic analysis in voice
   conversion", Interspeech 2023; their train.py): batch 64, Adam at 1e-3 in the
@@ -44,9 +45,11 @@ from .checkpoint import module_from, module_info, read_checkpoint, write_checkpo
 from .data import VectorSource, as_source, draw
 from .quantizer import SFVQ
 
-__all__ = ["fit", "Recipe", "PRESETS", "revive_unused", "learning_rate_at"]
+__all__ = ["fit", "Recipe", "PRESETS", "revive_unused", "shorten_bridges", "learning_rate_at"]
 
 START_BITS = 2
+# Revivals per stage: each restarts the plateau rule, so a bound keeps every stage finite.
+MAX_REVIVALS = 3
 
 
 @dataclass(frozen=True)
@@ -71,8 +74,11 @@ class Recipe:
         milestones, gamma: as above.
         window: rows per loss window (losses are averaged over it; revival looks at it).
         tol, decays: the plateau rule, as above.
-        revive: at the end of every window in which some segment got no row, move the
-            vertices of such stretches onto the busiest segments (:func:`revive_unused`).
+        revive: at the end of a window in which some segment got no row, move the
+            vertices of such stretches onto the busiest segments (:func:`revive_unused`)
+            and shorten the unused segments left between the used pieces by reversing
+            stretches of the curve (:func:`shorten_bridges`), at most ``MAX_REVIVALS`` (3)
+            times per stage.
         expand_eps: spacing of the new vertices when the curve doubles (:func:`sfvq_ext.expand`).
     """
 
@@ -132,7 +138,7 @@ def learning_rate_at(step: int, total: int, lr: float, milestones=(0.6, 0.8), ga
 
 
 @torch.no_grad()
-def revive_unused(codebook: Tensor, counts: Tensor) -> tuple[Tensor, int]:
+def revive_unused(codebook: Tensor, counts: Tensor) -> tuple[Tensor, Tensor, int]:
     """Move the vertices of unused stretches of the curve onto its busiest segments,
     keeping the order of every other vertex.
 
@@ -143,7 +149,8 @@ def revive_unused(codebook: Tensor, counts: Tensor) -> tuple[Tensor, int]:
     on the remaining segments in proportion to their rows (largest remainders first),
     evenly spaced along each segment, so the curve's shape is unchanged there and
     each new vertex starts with rows to learn from. Returns the new codebook (same
-    shape and dtype) and the number of vertices moved (0: ``codebook`` itself).
+    shape and dtype), its counts (a split segment's rows shared evenly by its parts;
+    float64) and the number of vertices moved (0: ``codebook`` and ``counts`` themselves).
     Raises ``ValueError`` for mismatched shapes.
     """
     K = codebook.shape[0]
@@ -152,14 +159,14 @@ def revive_unused(codebook: Tensor, counts: Tensor) -> tuple[Tensor, int]:
                          f"{tuple(codebook.shape)} and {tuple(counts.shape)}")
     used = counts.cpu() > 0
     if not used.any():
-        return codebook, 0
+        return codebook, counts, 0
     needed = torch.zeros(K, dtype=torch.bool)
     needed[:-1] |= used
     needed[1:] |= used
     keep = needed.nonzero().squeeze(1)
     moved = K - len(keep)
     if moved == 0:
-        return codebook, 0
+        return codebook, counts, 0
     # rows of each remaining segment keep[a] -> keep[a+1] (sums of the segments it replaces)
     total = torch.cat([torch.zeros(1, dtype=torch.float64), counts.cpu().double().cumsum(0)])
     load = total[keep[1:]] - total[keep[:-1]]
@@ -178,7 +185,59 @@ def revive_unused(codebook: Tensor, counts: Tensor) -> tuple[Tensor, int]:
     points = start + frac[:, None] * (end - start)
     points[frac == 1] = end[frac == 1]  # the kept vertices themselves, exactly
     out = torch.cat([c[keep[:1]], points]).to(codebook)
-    return out, moved
+    return out, (load / pieces)[seg], moved
+
+
+@torch.no_grad()
+def shorten_bridges(codebook: Tensor, counts: Tensor, max_moves: int = 10_000) -> tuple[Tensor, Tensor, int]:
+    """Shorten the unused segments ("bridges") between the used pieces of the curve by
+    reversing the stretch between two of them (2-opt), or the stretch before or after
+    one, whenever that shortens the bridges: the curve then visits the same pieces,
+    each still in its own order, in a shorter tour (no out-and-back excursions that
+    a reversal can remove).
+
+    Bridges are the segments with zero ``counts`` ``(K-1,)`` (run :func:`revive_unused`
+    first, so each unused stretch is one segment). Every used segment stays a segment
+    of the curve, so no row's nearest point on a used segment moves. Best move first,
+    at most ``max_moves`` moves. Returns the reordered codebook ``(K, D)``, its counts,
+    and the number of reversals (0: the inputs themselves).
+    """
+    K = codebook.shape[0]
+    bridge = (counts.cpu() == 0).nonzero().squeeze(1)
+    if len(bridge) == 0 or len(bridge) == K - 1:
+        return codebook, counts, 0
+    c = codebook.detach().cpu().double()
+    order = torch.arange(K)
+    counts = counts.cpu().double().clone()
+    moves = 0
+    while moves < max_moves:
+        a, b = c[order[bridge]], c[order[bridge + 1]]  # each bridge runs a -> b
+        length = (b - a).norm(dim=1)
+        # reverse order[i+1 .. j] for bridges i < j: bridges a_i->b_i, a_j->b_j become a_i->a_j, b_i->b_j
+        gain = length[:, None] + length[None, :] - torch.cdist(a, a) - torch.cdist(b, b)
+        gain = gain.triu(diagonal=1)
+        # reverse the start (order[0 .. i]) or the end (order[i+1 ..]): a_i->b_i becomes c_first->b_i / a_i->c_last
+        first, last = c[order[0]], c[order[-1]]
+        gain_start = length - (b - first).norm(dim=1)
+        gain_end = length - (last - a).norm(dim=1)
+        best = torch.stack([gain.max(), gain_start.max(), gain_end.max()])
+        kind = int(best.argmax())
+        if not best[kind] > 1e-9 * float(length.max()):
+            break
+        if kind == 0:
+            i, j = divmod(int(gain.argmax()), len(bridge))
+            lo, hi = int(bridge[i]) + 1, int(bridge[j])  # vertices lo..hi, segments lo..hi-1
+        elif kind == 1:
+            lo, hi = 0, int(bridge[int(gain_start.argmax())])
+        else:
+            lo, hi = int(bridge[int(gain_end.argmax())]) + 1, K - 1
+        order[lo : hi + 1] = order[lo : hi + 1].flip(0)
+        counts[lo:hi] = counts[lo:hi].flip(0)
+        bridge = (counts == 0).nonzero().squeeze(1)
+        moves += 1
+    if moves == 0:
+        return codebook, counts, 0
+    return codebook[order.to(codebook.device)].clone(), counts, moves
 
 
 def squared_error_and_grad(x: Tensor, codebook: Tensor, dither: Tensor, divisor: float) -> tuple[Tensor, Tensor, Tensor]:
@@ -219,6 +278,7 @@ class _Progress:
     best_window: float | None = None  # the plateau rule's best window loss in this stage
     decays: int = 0  # plateaus so far in this stage
     revived: int = 0  # vertices moved by revive_unused in this stage
+    revivals: int = 0  # windows that ended with a revival in this stage (at most MAX_REVIVALS)
     stopped: bool = False  # the plateau rule ended this stage
     data_scale: float = 1.0  # the data's spread (Recipe.lr with lr_unit "data" is in its units)
     stage_seconds: float = 0.0
@@ -235,6 +295,11 @@ def _legacy_settings(settings: dict) -> dict:
     recipe = dataclasses.replace(PRESETS["authors"], **{k: settings[k] for k in _LEGACY if k in settings})
     rest = {k: v for k, v in settings.items() if k not in _LEGACY}
     return {**rest, "preset": "authors", "recipe": _recipe_record(recipe)}
+
+
+def _flat_settings(settings: dict) -> dict:
+    """The recipe's fields by name, beside the other settings (to compare and name them one by one)."""
+    return {**{k: v for k, v in settings.items() if k != "recipe"}, **settings.get("recipe", {})}
 
 
 def _recipe_record(recipe: Recipe) -> dict:
@@ -330,10 +395,7 @@ class _Fit:
         if "training" not in info:
             raise ValueError(f"resume: {path} holds a fitted curve, not a training checkpoint")
         saved = info["settings"] if "recipe" in info["settings"] else _legacy_settings(info["settings"])
-        def flat(settings):  # the recipe's fields by name, beside the other settings
-            return {**{k: v for k, v in settings.items() if k != "recipe"}, **settings.get("recipe", {})}
-
-        saved, now = flat(saved), flat(self.settings)
+        saved, now = _flat_settings(saved), _flat_settings(self.settings)
         differ = {k: (saved.get(k), v) for k, v in now.items() if saved.get(k) != v}
         if differ:
             detail = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in differ.items())
@@ -436,7 +498,7 @@ class _Fit:
         state.history.append(self._stage_record(module, state, counts, started, eval_sample))
         state.stage_bits, state.step, state.stage_seconds = state.stage_bits + 1, 0, 0.0
         state.epoch_losses, state.window_losses, state.best_window = [], [], None
-        state.decays, state.revived, state.stopped = 0, 0, False
+        state.decays, state.revived, state.revivals, state.stopped = 0, 0, 0, False
         state.complete = state.stage_bits > self.bits
         self._save(module, codebook, None, counts, window_counts.zero_(), state)
 
@@ -454,14 +516,16 @@ class _Fit:
         loss = state.window_error / (state.window_rows * dim)
         state.window_losses.append(loss)
         state.window_error, state.window_rows = 0.0, 0
-        if r.revive:
-            new, moved = revive_unused(codebook.detach(), window_counts)
-            if moved:
+        if r.revive and state.revivals < MAX_REVIVALS:
+            new, new_counts, moved = revive_unused(codebook.detach(), window_counts)
+            new, _, reversals = shorten_bridges(new, new_counts)
+            if moved or reversals:
                 with torch.no_grad():
                     codebook.copy_(new)
                 optimizer.state.pop(codebook, None)  # the moments belonged to other vertices
                 counts.zero_()
                 state.revived += moved
+                state.revivals += 1
                 state.best_window = None  # the curve changed: judge progress afresh
                 window_counts.zero_()
                 return

@@ -14,7 +14,7 @@ from .quantizer import SFVQ
 
 
 def plot_fit(module: SFVQ, sample: Tensor, path: str | os.PathLike) -> None:
-    """Write a PNG with three panels: training loss per epoch and exact-projection
+    """Write a PNG with three panels: training loss per window (epoch, for older fits) and exact-projection
     MSE per stage; the data and the curve in the data's first two principal
     components (vertices coloured by their index, so the order shows); and the
     hits per segment in the last stage."""
@@ -25,15 +25,16 @@ def plot_fit(module: SFVQ, sample: Tensor, path: str | os.PathLike) -> None:
 
     fig, (ax_loss, ax_curve, ax_usage) = plt.subplots(1, 3, figsize=(16, 4.8))
     history = module.history
-    epoch = 0
+    done = 0
     for record in history:
-        losses = record["epoch_loss"]
-        xs = list(range(epoch + 1, epoch + 1 + len(losses)))
+        # loss windows (records before windows existed: epochs); a stage may end inside its first
+        losses = record.get("window_loss") or record["epoch_loss"] or [record["projection_mse"]]
+        xs = list(range(done + 1, done + 1 + len(losses)))
         ax_loss.plot(xs, losses, "o-", ms=3, label=f"{record['bits']} bits")
         ax_loss.plot(xs[-1], record["projection_mse"], "k*", ms=9)
-        epoch += len(losses)
-    ax_loss.set(title="training loss per epoch (* exact-projection MSE)", xlabel="epoch", ylabel="MSE per component",
-                yscale="log")
+        done += len(losses)
+    ax_loss.set(title="dithered training loss per window (* exact-projection MSE)", xlabel="loss window",
+                ylabel="MSE per component", yscale="log")
     if history:
         ax_loss.legend(fontsize=8)
 

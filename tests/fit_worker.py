@@ -42,6 +42,7 @@ def main() -> None:
     p.add_argument("--bits", type=int, default=4)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--window", type=int, default=None, help="rows per loss window (default: the preset's)")
     p.add_argument("--checkpoint")
     p.add_argument("--checkpoint-every", type=int)
     p.add_argument("--resume", action="store_true")
@@ -58,7 +59,8 @@ def main() -> None:
 
     module = sfvq_ext.fit(args.data, args.bits, epochs=args.epochs, batch_size=args.batch_size, seed=3,
                           checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
-                          resume=args.checkpoint if args.resume else None, progress=False, callback=kill_at)
+                          resume=args.checkpoint if args.resume else None, progress=False, callback=kill_at,
+                          **({} if args.window is None else {"window": args.window}))
     if not dist.is_initialized() or dist.get_rank() == 0:
         sfvq_ext.save(module, args.out)
     if dist.is_initialized():

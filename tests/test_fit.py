@@ -14,7 +14,7 @@ import torch
 import sfvq_ext
 from sfvq_ext import checkpoint as ckpt
 from sfvq_ext import reference
-from sfvq_ext.fit import learning_rate_at, squared_error_and_grad
+from sfvq_ext.fit import PRESETS, learning_rate_at, revive_unused, shorten_bridges, squared_error_and_grad
 
 WORKER = Path(__file__).with_name("fit_worker.py")
 SMALL = dict(epochs=2, batch_size=32, progress=False)
@@ -156,6 +156,32 @@ def test_kill_and_resume_equals_uninterrupted_run(tmp_path):
     assert torch.equal(again.codebook, whole.codebook)
 
 
+def three_clusters(n=600, d=4, seed=2):
+    """Tight clusters 20 apart: a curve through them has bridges no row uses."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.tensor([[0.0] * d, [20.0] * d, [-20.0] + [20.0] * (d - 1)])
+    return centres[torch.arange(n) % 3] + 0.3 * torch.randn(n, d, generator=g)
+
+
+def test_kill_and_resume_with_revivals_and_plateaus_equals_uninterrupted_run(tmp_path):
+    data = tmp_path / "data.npy"
+    np.save(data, three_clusters().numpy())
+    settings = dict(seed=3, window=64, **SMALL)  # the worker's settings; windows of 2 steps
+    whole = sfvq_ext.fit(data, 4, **settings)
+    assert whole.history[1]["revived"] > 0 and whole.history[1]["stop"] == "converged"  # both happen in stage 3
+    checkpoint = tmp_path / "run.safetensors"
+    killed = run_worker(data, tmp_path / "never.safetensors", "--checkpoint", checkpoint, "--window", 64,
+                        "--kill-at", 3, 11, check=False)
+    assert killed.returncode == -9, killed.stderr
+    _, info = ckpt.read_checkpoint(checkpoint)
+    assert (info["training"]["stage_bits"], info["training"]["step"]) == (3, 10)  # the last window's end
+    run_worker(data, tmp_path / "resumed.safetensors", "--checkpoint", checkpoint, "--window", 64, "--resume")
+    resumed = sfvq_ext.load(tmp_path / "resumed.safetensors")
+    assert torch.equal(resumed.codebook, whole.codebook)
+    assert [h["window_loss"] for h in resumed.history] == [h["window_loss"] for h in whole.history]
+    assert [h["revived"] for h in resumed.history] == [h["revived"] for h in whole.history]
+
+
 def test_resume_at_a_stage_boundary(tmp_path):
     x = gaussian(n=64)
     whole = sfvq_ext.fit(x, 4, **SMALL)
@@ -291,3 +317,132 @@ def test_bad_sources_and_arguments(tmp_path):
         sfvq_ext.fit(lambda n, g: torch.randn(n + 1, 3), 3, samples_per_epoch=10, **SMALL)
     with pytest.raises(TypeError, match="source must be"):
         sfvq_ext.fit(42, 3, **SMALL)
+
+
+# -- the default recipe's parts ------------------------------------------------
+
+
+def test_revive_unused_on_a_hand_worked_curve():
+    c = torch.arange(8.0).repeat(2, 1).T * torch.tensor([1.0, -2.0])  # vertex j at (j, -2j)
+    counts = torch.tensor([5.0, 0, 0, 3, 0, 0, 2])
+    # used segments 0, 3, 6 need vertices 0,1 / 3,4 / 6,7: vertices 2 and 5 are unused. The
+    # remaining segments 0-1, 1-3, 3-4, 4-6, 6-7 carry 5, 0, 3, 0, 2 rows: shares of the 2 moved
+    # vertices 1.0, 0, 0.6, 0, 0.4 -> one each to 0-1 and (largest remainder) 3-4, at their midpoints.
+    new, new_counts, moved = revive_unused(c, counts)
+    assert moved == 2
+    want = torch.tensor([0, 0.5, 1, 3, 3.5, 4, 6, 7]).repeat(2, 1).T * torch.tensor([1.0, -2.0])
+    assert torch.equal(new, want)
+    assert new_counts.tolist() == [2.5, 2.5, 0, 1.5, 1.5, 0, 2]  # split segments share their rows
+    ones, zeros = torch.ones(7), torch.zeros(7)
+    assert revive_unused(c, ones) == (c, ones, 0)  # nothing unused: unchanged
+    assert revive_unused(c, zeros) == (c, zeros, 0)  # no rows at all: nothing to go by
+    with pytest.raises(ValueError, match="counts"):
+        revive_unused(c, torch.ones(6))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_revive_unused_keeps_the_used_curve_and_its_order(seed):
+    g = torch.Generator().manual_seed(seed)
+    K = int(torch.randint(4, 40, (1,), generator=g))
+    c = torch.randn(K, 3, generator=g).double()
+    counts = torch.randint(0, 5, (K - 1,), generator=g).double() * (torch.rand(K - 1, generator=g) < 0.6)
+    new, new_counts, moved = revive_unused(c, counts)
+    assert float(new_counts.sum()) == pytest.approx(float(counts.sum())) and len(new_counts) == K - 1
+    used = counts > 0
+    needed = torch.zeros(K, dtype=torch.bool)
+    needed[:-1] |= used
+    needed[1:] |= used
+    assert new.shape == c.shape and moved == (int((~needed).sum()) if used.any() else 0)
+    # the needed vertices appear in the new curve, exactly and in their order
+    positions = [int((new == c[j]).all(dim=1).nonzero()[0]) for j in needed.nonzero().squeeze(1)] if moved else []
+    assert positions == sorted(positions)
+    # each used segment is still a segment of the new curve, or is split by new vertices lying on it
+    for a, b in zip(positions, positions[1:]):
+        for p in new[a + 1 : b]:
+            cross = torch.linalg.matrix_rank(torch.stack([p - new[a], new[b] - new[a]]), atol=1e-9)
+            between = torch.dot(p - new[a], new[b] - new[a]) / (new[b] - new[a]).square().sum()
+            assert cross <= 1 and 0 < between < 1
+
+
+def test_plateau_rule_stops_after_its_decays():
+    # tol 0.99: no window beats the best by 99%, so every window after the first is a plateau;
+    # the stage halves the rate `decays` times and stops at the next plateau: decays + 2 windows
+    x = gaussian()
+    for decays in (0, 2):
+        m = sfvq_ext.fit(x, 3, batch_size=32, window=64, tol=0.99, decays=decays, revive=False, progress=False)
+        for h in m.history:
+            assert h["stop"] == "converged" and h["steps"] == (decays + 2) * 2 and len(h["window_loss"]) == decays + 2
+
+
+def test_default_recipe_is_scale_free():
+    # the learning rate is in units of the data's spread: data times 2**10 (an exact scaling)
+    # gives the curve times 2**10, up to Adam's eps; in absolute units it does not
+    x = three_clusters(n=300) / 20
+    small = sfvq_ext.fit(x, 3, seed=1, progress=False).codebook.detach()
+    large = sfvq_ext.fit(x * 1024, 3, seed=1, progress=False).codebook.detach()
+    torch.testing.assert_close(large, small * 1024, rtol=1e-4, atol=1e-4 * 1024)
+    absolute = dict(lr=0.001, lr_unit="absolute", seed=1, progress=False)
+    a = sfvq_ext.fit(x, 3, **absolute).codebook.detach()
+    b = sfvq_ext.fit(x * 1024, 3, **absolute).codebook.detach()
+    assert not torch.allclose(b, a * 1024, rtol=1e-2)
+
+
+def test_batch_size_follows_the_data_size_unless_given():
+    # an epoch's rows / 64, clamped to [64, 1024]: 4000 rows -> 64 per batch, 63 steps per epoch
+    for rows, steps in ((4000, 63), (64 * 300, 64)):
+        m = sfvq_ext.fit(torch.randn(rows, 3), 2, epochs=1, schedule="milestones", progress=False)
+        assert m.history[0]["steps"] == steps
+    assert sfvq_ext.fit(torch.randn(4000, 3), 2, epochs=1, schedule="milestones", batch_size=1000,
+                        progress=False).history[0]["steps"] == 4
+
+
+def test_presets_and_bad_recipe_settings():
+    assert PRESETS["authors"].batch_size == 64 and PRESETS["authors"].lr == 1e-3 and PRESETS["authors"].epochs == 5
+    m = sfvq_ext.fit(gaussian(), 3, preset="authors", epochs=1, progress=False)
+    assert m.fit_settings["preset"] == "authors" and m.fit_settings["recipe"]["schedule"] == "milestones"
+    assert all(h["steps"] == math.ceil(512 / 64) for h in m.history)
+    with pytest.raises(ValueError, match="preset must be one of"):
+        sfvq_ext.fit(gaussian(), 3, preset="fast")
+    with pytest.raises(TypeError, match="unknown keyword"):
+        sfvq_ext.fit(gaussian(), 3, learning_rate=0.1)
+    for bad, match in ((dict(tol=1.5), "tol"), (dict(schedule="cosine"), "schedule"), (dict(window=0), "window"),
+                       (dict(lr=-1.0), "lr"), (dict(lr_unit="pixels"), "lr_unit"), (dict(gamma=2.0), "gamma")):
+        with pytest.raises(ValueError, match=match):
+            sfvq_ext.fit(gaussian(), 3, progress=False, **bad)
+
+
+def test_shorten_bridges_removes_an_out_and_back_excursion():
+    # pieces 0-1, 10-11 and 2-3 on a line, joined by unused bridges 1->10 and 11->2 (18 long):
+    # the shortest tour visiting each piece in its own order is 0 1 2 3 10 11 (bridges 1 + 7)
+    at = torch.tensor([0.0, 1, 10, 11, 2, 3])
+    c = torch.stack([at, torch.zeros(6)], 1)
+    counts = torch.tensor([4.0, 0, 5, 0, 6])
+    new, new_counts, reversals = shorten_bridges(c, counts)
+    if new[0, 0] != 0:  # the same tour run backwards is as short
+        new, new_counts = new.flip(0), new_counts.flip(0)
+    assert new[:, 0].tolist() == [0, 1, 2, 3, 10, 11] and reversals > 0
+    assert new_counts.tolist() == [4, 0, 6, 0, 5]  # each used segment keeps its rows
+    assert shorten_bridges(new, new_counts)[2] == 0  # nothing left to shorten
+    assert shorten_bridges(c, torch.ones(5))[2] == 0  # no bridges: unchanged
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_shorten_bridges_keeps_every_used_segment_and_never_lengthens(seed):
+    g = torch.Generator().manual_seed(seed)
+    K = int(torch.randint(6, 60, (1,), generator=g))
+    c = torch.randn(K, 3, generator=g).double()
+    counts = torch.randint(1, 5, (K - 1,), generator=g).double()
+    counts[torch.rand(K - 1, generator=g) < 0.3] = 0
+    counts[1:][counts[:-1] == 0] = counts[1:][counts[:-1] == 0].clamp(min=1)  # single-segment bridges
+
+    def segments(c, counts, used):
+        return sorted((tuple(sorted((tuple(c[i].tolist()), tuple(c[i + 1].tolist())))), float(counts[i]))
+                      for i in range(len(counts)) if (counts[i] > 0) == used)
+
+    def bridge_length(c, counts):
+        return sum(float((c[i + 1] - c[i]).norm()) for i in range(len(counts)) if counts[i] == 0)
+
+    new, new_counts, _ = shorten_bridges(c, counts)
+    assert segments(new, new_counts, True) == segments(c, counts, True)
+    assert sorted(map(tuple, new.tolist())) == sorted(map(tuple, c.tolist()))  # a reordering
+    assert bridge_length(new, new_counts) <= bridge_length(c, counts) + 1e-9
