@@ -497,7 +497,9 @@ class _Fit:
         # Stage done: the checkpoint now says "next stage, not started (not yet expanded)".
         state.history.append(self._stage_record(module, state, counts, started, eval_sample))
         state.stage_bits, state.step, state.stage_seconds = state.stage_bits + 1, 0, 0.0
-        state.epoch_losses, state.window_losses, state.best_window = [], [], None
+        # a stage may stop inside an epoch or window: the next one starts both afresh
+        state.epoch_losses, state.epoch_error, state.epoch_rows = [], 0.0, 0
+        state.window_losses, state.window_error, state.window_rows, state.best_window = [], 0.0, 0, None
         state.decays, state.revived, state.revivals, state.stopped = 0, 0, 0, False
         state.complete = state.stage_bits > self.bits
         self._save(module, codebook, None, counts, window_counts.zero_(), state)

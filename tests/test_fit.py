@@ -372,6 +372,14 @@ def test_plateau_rule_stops_after_its_decays():
         m = sfvq_ext.fit(x, 3, batch_size=32, window=64, tol=0.99, decays=decays, revive=False, progress=False)
         for h in m.history:
             assert h["stop"] == "converged" and h["steps"] == (decays + 2) * 2 and len(h["window_loss"]) == decays + 2
+    # a stage that stops inside an epoch leaves nothing of it to the next stage's first epoch
+    x = gaussian(n=320)  # 10 steps per epoch at batch 32; windows of 2 steps; the cap is 2 epochs
+    m = sfvq_ext.fit(x, 3, batch_size=32, window=64, tol=0.99, decays=0, epochs=2, revive=False, progress=False)
+    assert [h["steps"] for h in m.history] == [4, 4] and [h["epoch_loss"] for h in m.history] == [[], []]
+    m = sfvq_ext.fit(x, 3, batch_size=32, window=64, tol=0.99, decays=6, epochs=1, revive=False, progress=False)
+    want = [torch.tensor(h["window_loss"]).mean().item() for h in m.history]  # equal windows: their mean
+    assert [h["steps"] for h in m.history] == [10, 10]
+    assert [h["epoch_loss"][0] for h in m.history] == pytest.approx(want, rel=1e-6)
 
 
 def test_default_recipe_is_scale_free():
