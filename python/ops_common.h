@@ -176,7 +176,11 @@ std::tuple<Tensor, Tensor> dithered_quantize(Tensor x, Tensor codebook, Tensor d
 // Computes in float32 (float64 for float64) and returns the inputs' dtypes.
 // aten ops only (device-agnostic); ops with a Scalar argument (add's alpha,
 // index_add_) are out of the dispatcher call's reach, so sums are
-// subtract(a, b, -1) and the scatter is index_put_ with accumulate.
+// subtract(a, b, -1). The scatter must give the same bits every run (fit promises
+// the same curve for the same seed): on CPU, index_put_ with accumulate adds with
+// atomics across threads, so its rounding changes from run to run; scatter_add on an
+// expanded index sorts the rows by segment and sums each segment's rows in order.
+// On CUDA index_put_ with accumulate is the sort-based, deterministic one.
 inline std::tuple<Tensor, Tensor> dithered_quantize_backward(Tensor grad, Tensor codebook, Tensor dither, Tensor segment) {
   const int64_t K = codebook.size(0), D = codebook.size(1);
   check_value(grad.dim() >= 1 && grad.size(grad.dim() - 1) == D && grad.numel() == segment.numel() * D,
@@ -185,8 +189,15 @@ inline std::tuple<Tensor, Tensor> dithered_quantize_backward(Tensor grad, Tensor
   const auto plus = [](const Tensor& a, const Tensor& b) { return torch::stable::subtract(a, b, -1.0); };
   const auto times = [](const Tensor& a, const Tensor& b) { return call_op("aten::mul", "Tensor", a, b); };
   const Tensor g = to_dtype(torch::stable::reshape(grad, {-1, D}), compute);
-  const std::vector<std::optional<Tensor>> rows{torch::stable::reshape(segment, {-1})};
-  const Tensor g_points = call_op("aten::index_put_", "", zeros({K - 1, D}, compute, g.device()), rows, g, true);
+  const Tensor flat_rows = torch::stable::reshape(segment, {-1});
+  const Tensor g_points =
+      g.device().type() == DeviceType::CUDA
+          ? call_op("aten::index_put_", "", zeros({K - 1, D}, compute, g.device()),
+                    std::vector<std::optional<Tensor>>{flat_rows}, g, true)
+          : call_op("aten::scatter_add", "", zeros({K - 1, D}, compute, g.device()), int64_t{0},
+                    call_op("aten::expand", "", torch::stable::unsqueeze(flat_rows, 1),
+                            std::vector<int64_t>{flat_rows.size(0), D}, false),
+                    g);
   const Tensor to_end = times(g_points, torch::stable::unsqueeze(to_dtype(dither, compute), 1));
   // Rows 0..K-2 get g_points - to_end, rows 1..K-1 get to_end.
   const Tensor grad_codebook = plus(torch::stable::pad(torch::stable::subtract(g_points, to_end), {0, 0, 0, 1}),

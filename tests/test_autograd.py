@@ -105,6 +105,23 @@ def test_dithered_quantize_matches_reference():
     assert q3.shape == (5, 100, 6) and torch.equal(seg3.reshape(-1), seg)
 
 
+def test_dithered_quantize_backward_gives_the_same_bits_every_run():
+    # fit's "same seed, same curve" rests on it: the per-segment sum over thousands of rows
+    # must not depend on how threads interleave (index_put_ with accumulate did, on 2 threads)
+    g = torch.Generator().manual_seed(0)
+    x, c, r = torch.randn(4096, 64, generator=g), torch.randn(16, 64, generator=g), torch.rand(15, generator=g)
+    q, segment = sfvq_ext.dithered_quantize(x, c, r)
+    first = torch.ops.sfvq.dithered_quantize_backward(q - x, c, r, segment)
+    for _ in range(20):
+        again = torch.ops.sfvq.dithered_quantize_backward(q - x, c, r, segment)
+        assert torch.equal(again[0], first[0]) and torch.equal(again[1], first[1])
+    # and it is the float64 sum, up to float32 rounding
+    sums = torch.zeros(15, 64, dtype=torch.float64).index_add_(0, segment, (q - x).double())
+    rd = r.double()[:, None]
+    want = torch.nn.functional.pad(sums * (1 - rd), (0, 0, 0, 1)) + torch.nn.functional.pad(sums * rd, (0, 0, 1, 0))
+    torch.testing.assert_close(first[0].double(), want, rtol=1e-5, atol=1e-3)
+
+
 def test_nearest_gradcheck():
     x, c = curve_and_points()
     assert gradcheck(lambda x, c: sfvq_ext.nearest(x, c)[1], (x, c))

@@ -65,6 +65,13 @@ def test_seed_reproduces_bit_for_bit():
     assert not torch.equal(a.codebook, c.codebook)
 
 
+def test_seed_reproduces_bit_for_bit_at_large_batches():
+    # thousands of rows per step, summed by several threads (the default batch of 1024 here)
+    x = torch.randn(1 << 16, 16, generator=torch.Generator().manual_seed(2))
+    a, b = (sfvq_ext.fit(x, 3, epochs=1, seed=5, progress=False) for _ in range(2))
+    assert a.history[0]["steps"] <= 64 and torch.equal(a.codebook, b.codebook)
+
+
 def test_tensor_npy_file_and_shard_directory_give_the_same_curve(tmp_path):
     x = gaussian(n=300)
     np.save(tmp_path / "all.npy", x.numpy())
