@@ -103,6 +103,8 @@ class Recipe:
                 continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"fit: {name} must be an int >= 1, got {value!r}")
+        if not isinstance(self.revive, bool):
+            raise ValueError(f"fit: revive must be True or False, got {self.revive!r}")
         if not isinstance(self.decays, int) or self.decays < 0:
             raise ValueError(f"fit: decays must be an int >= 0, got {self.decays!r}")
         if not self.lr > 0 or not math.isfinite(self.lr):
@@ -447,7 +449,9 @@ class _Fit:
                               f"{record['steps']} steps ({record['stop']}), {record['seconds']:.1f} s")
         overall.close()
         module.history = state.history
-        module.fit_settings = self.settings
+        # the settings, and what the preset's rules made of them for this data
+        module.fit_settings = {**self.settings, "batch_size_used": self.batch_size, "data_scale": state.data_scale,
+                               "lr_used": self._learning_rate(_Progress(data_scale=state.data_scale))}
         return module.eval()
 
     def _train_stage(self, module: SFVQ, state: _Progress, saved: dict, eval_sample: Tensor) -> None:
@@ -583,7 +587,8 @@ def fit(source, bits: int, *, preset: str = "default", epochs: int | None = None
         eval_samples: int = 65_536, progress: bool = True, callback=None, **recipe) -> SFVQ:
     """Fit an SFVQ curve of ``2**bits`` vectors to ``source`` and return it (an
     :class:`SFVQ` in eval mode; ``.codebook`` is the curve, ``.history`` one record per
-    stage, ``.fit_settings`` the settings used).
+    stage, ``.fit_settings`` the settings, with ``batch_size_used``, ``data_scale`` and
+    ``lr_used``, each stage's starting learning rate).
 
     ``source``: a tensor or array ``(N, dim)``, a ``.npy`` file, a directory of ``.npy``
     shards (memory-mapped), or a sampler ``sampler(n, generator) -> (n, dim)`` drawing

@@ -56,6 +56,13 @@ def test_fit_refuses_to_overwrite_a_run_unless_told(data_file, tmp_path, capsys)
     fails(fit_args(data_file, tmp_path / "other", "--resume"), capsys, "does not exist")
     fails(["fit", str(tmp_path / "missing.npy"), "--bits", "3", "--out", str(tmp_path / "r")], capsys, "does not exist")
     assert not (tmp_path / "r").exists()
+    (tmp_path / "afile").write_text("")
+    fails(fit_args(data_file, tmp_path / "afile"), capsys, "--out")  # a file, not a directory
+    # a fit failing before its first checkpoint (a NaN row) leaves no --out behind
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.full((300, 6), np.nan, dtype=np.float32))
+    fails(fit_args(bad, tmp_path / "nan_run"), capsys, "NaN or Inf")
+    assert not (tmp_path / "nan_run").exists()
 
 
 def test_fit_json_counts_training_time_across_resumes(data_file, tmp_path):

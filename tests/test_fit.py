@@ -416,12 +416,21 @@ def test_presets_and_bad_recipe_settings():
     m = sfvq_ext.fit(gaussian(), 3, preset="authors", epochs=1, progress=False)
     assert m.fit_settings["preset"] == "authors" and m.fit_settings["recipe"]["schedule"] == "milestones"
     assert all(h["steps"] == math.ceil(512 / 64) for h in m.history)
+    assert (m.fit_settings["batch_size_used"], m.fit_settings["lr_used"]) == (64, 1e-3)
+    # the default's rules, resolved for this data: batch 512 // 64 = 64, lr 0.01 x spread x sqrt(64 / 1024)
+    x = gaussian() * 3
+    m = sfvq_ext.fit(x, 2, epochs=1, progress=False)
+    spread = m.fit_settings["data_scale"]
+    assert m.fit_settings["batch_size_used"] == 64 and m.fit_settings["recipe"]["batch_size"] is None
+    assert spread == pytest.approx(float(x.double().var(dim=0, correction=0).mean().sqrt()), rel=1e-6)  # all 512 rows
+    assert m.fit_settings["lr_used"] == pytest.approx(0.01 * spread * 0.25)
     with pytest.raises(ValueError, match="preset must be one of"):
         sfvq_ext.fit(gaussian(), 3, preset="fast")
     with pytest.raises(TypeError, match="unknown keyword"):
         sfvq_ext.fit(gaussian(), 3, learning_rate=0.1)
     for bad, match in ((dict(tol=1.5), "tol"), (dict(schedule="cosine"), "schedule"), (dict(window=0), "window"),
-                       (dict(lr=-1.0), "lr"), (dict(lr_unit="pixels"), "lr_unit"), (dict(gamma=2.0), "gamma")):
+                       (dict(lr=-1.0), "lr"), (dict(lr_unit="pixels"), "lr_unit"), (dict(gamma=2.0), "gamma"),
+                       (dict(revive="no"), "revive")):
         with pytest.raises(ValueError, match=match):
             sfvq_ext.fit(gaussian(), 3, progress=False, **bad)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 from pathlib import Path
 
@@ -25,6 +26,8 @@ def run_fit(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a directory")
     checkpoint = out / "checkpoint.safetensors"
     if args.resume and not checkpoint.is_file():
         raise FileNotFoundError(f"--resume given but {checkpoint} does not exist")
@@ -43,14 +46,22 @@ def run_fit(args: argparse.Namespace) -> int:
         samples_per_epoch = args.samples_per_epoch
     else:
         source = as_source(args.source)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    if args.generator is not None:  # render/edit/augment on this run use the same generator
-        write_record(out / GENERATOR_FILE, {"spec": args.generator, **options})
     overrides = {name: getattr(args, name) for name in OVERRIDES if getattr(args, name) is not None}
-    module = sfvq_ext.fit(source, args.bits, preset=args.preset, **overrides, seed=args.seed, device=args.device,
-                          checkpoint=checkpoint, resume=checkpoint if args.resume else None,
-                          checkpoint_every=args.checkpoint_every, samples_per_epoch=samples_per_epoch,
-                          progress=not args.quiet)
+    try:
+        if args.generator is not None:  # render/edit/augment on this run use the same generator
+            write_record(out / GENERATOR_FILE, {"spec": args.generator, **options})
+        module = sfvq_ext.fit(source, args.bits, preset=args.preset, **overrides, seed=args.seed, device=args.device,
+                              checkpoint=checkpoint, resume=checkpoint if args.resume else None,
+                              checkpoint_every=args.checkpoint_every, samples_per_epoch=samples_per_epoch,
+                              progress=not args.quiet)
+    except BaseException:
+        # a run that failed before its first checkpoint leaves no --out behind; once a
+        # checkpoint exists it is kept, for --resume
+        if created and not checkpoint.exists():
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     sfvq_ext.save(module, out / "curve.safetensors")
     # epochs / batch_size / lr: as given (None: the preset's); "settings": what fit used.
     # "seconds": training time over all runs of a resumed fit (each stage's time is kept in
