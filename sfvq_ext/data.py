@@ -36,6 +36,10 @@ class VectorSource:
         """Facts that identify the data (recorded in checkpoints, checked on resume)."""
         raise NotImplementedError
 
+    def locate(self, row: int) -> str:
+        """Where row ``row`` of a finite source is, in words (for error messages)."""
+        return f"row {row} of the source"
+
 
 def _check_width(dim: int, where: str) -> None:
     if dim < 1:
@@ -137,6 +141,10 @@ class NpyShards(VectorSource):
         return {"kind": "npy", "rows": self.num_rows, "dim": self.dim, "files": len(self.paths),
                 "path": self.location}
 
+    def locate(self, row: int) -> str:
+        s = int(np.searchsorted(self.offsets, row, side="right")) - 1
+        return f"{self.paths[s]} row {row - int(self.offsets[s])}"
+
 
 class SamplerSource(VectorSource):
     """Fresh vectors from ``sampler(n, generator)`` for every batch (e.g. a GAN's
@@ -165,12 +173,16 @@ class SamplerSource(VectorSource):
         return {"kind": "sampler", "dim": self.dim}
 
 
-def draw(source: VectorSource, n: int, generator: torch.Generator) -> Tensor:
+def draw(source: VectorSource, n: int, generator: torch.Generator, *, return_index: bool = False):
     """``n`` vectors: fresh from a sampler, or up to ``n`` random rows of a finite
-    source (read in file order)."""
+    source (read in file order). With ``return_index``, also the source rows drawn
+    (int64; ``None`` for a sampler)."""
     if source.num_rows is None:
-        return source.sample(n, generator)
-    return source.rows(torch.randperm(source.num_rows, generator=generator)[:n].sort().values)
+        x, index = source.sample(n, generator), None
+    else:
+        index = torch.randperm(source.num_rows, generator=generator)[:n].sort().values
+        x = source.rows(index)
+    return (x, index) if return_index else x
 
 
 def as_source(source) -> VectorSource:

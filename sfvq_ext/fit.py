@@ -336,17 +336,21 @@ class _Fit:
 
     # -- data --------------------------------------------------------------
 
-    def _checked(self, x: Tensor, what: str) -> Tensor:
+    def _checked(self, x: Tensor, what: str, index: Tensor | None) -> Tensor:
+        """``x`` in float32 on the device; ``index``: the source rows it was read from (None: sampled)."""
         x = x.to(self.device, torch.float32)
         # a float64 sum is finite exactly when every element is: one cheap reduction per batch
         if not torch.isfinite(x.sum(dtype=torch.float64)):
             bad = int((~torch.isfinite(x)).any(dim=1).nonzero()[0])
-            raise ValueError(f"fit: {what} holds NaN or Inf (its row {bad}); clean the source before fitting")
+            where = f"its row {bad}" if index is None else self.source.locate(int(index[bad]))
+            raise ValueError(f"fit: {what} holds NaN or Inf, or values beyond float32's range ({where}); "
+                             "clean the source before fitting")
         return x
 
     def _fixed_sample(self, n: int, purpose: int, what: str) -> Tensor:
         """The same rows on every rank: the initialisation and evaluation samples."""
-        return self._checked(draw(self.source, n, _generator(self.seed, purpose)), what)
+        x, index = draw(self.source, n, _generator(self.seed, purpose), return_index=True)
+        return self._checked(x, what, index)
 
     def _batch(self, stage_bits: int, step: int) -> tuple[Tensor, int]:
         """This rank's part of the batch at ``step``, and the global batch's row count."""
@@ -354,13 +358,14 @@ class _Fit:
         if self.source.num_rows is None:
             local = len(torch.arange(self.batch_size).tensor_split(self.world)[self.rank])
             x = self.source.sample(local, self._step_generator(_SAMPLE, stage_bits, step, self.rank))
-            return self._checked(x, what), self.batch_size
+            return self._checked(x, what, None), self.batch_size
         epoch, b = divmod(step, self.steps_per_epoch)
         if self._order_cache is None or self._order_cache[0] != (stage_bits, epoch):
             order = torch.randperm(self.source.num_rows, generator=_generator(self.seed, _ORDER, stage_bits, epoch))
             self._order_cache = ((stage_bits, epoch), order)
         index = self._order_cache[1][b * self.batch_size : (b + 1) * self.batch_size]
-        return self._checked(self.source.rows(index.tensor_split(self.world)[self.rank]), what), len(index)
+        mine = index.tensor_split(self.world)[self.rank]
+        return self._checked(self.source.rows(mine), what, mine), len(index)
 
     def _step_generator(self, purpose: int, stage_bits: int, step: int, rank: int = 0) -> torch.Generator:
         """Generator for one step: seeds for a whole stage are drawn at once (SeedSequence is slow per call)."""

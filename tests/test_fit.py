@@ -252,10 +252,17 @@ def test_nan_batch_raises_and_keeps_the_checkpoint(tmp_path):
     before = path.read_bytes()
     bad = x.clone()
     bad[150, 2] = float("nan")
-    with pytest.raises(ValueError, match="NaN or Inf"):
+    with pytest.raises(ValueError, match=r"NaN or Inf.*\(row 150 of the source\)"):
         sfvq_ext.fit(bad, 3, checkpoint=path, init_samples=8, eval_samples=8, **SMALL)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.safetensors"]
+    # in a shard directory the file and its own row are named
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for i, part in enumerate(bad.split([100, 100])):
+        np.save(shards / f"part{i}.npy", part.numpy())
+    with pytest.raises(ValueError, match=r"part1.npy row 50\)"):
+        sfvq_ext.fit(shards, 3, **SMALL)
 
 
 def test_interrupted_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
