@@ -2,8 +2,8 @@
 against MiniBatchKMeans (no order) and a 1-D self-organizing map (MiniSom, the
 classic ordered codebook) at the same number of vectors, on the same data, in one run.
 
-    python benchmarks/fit_quality.py --sizes ci demo        # ~5 minutes on 2 cores (the large data is written once)
-    python benchmarks/fit_quality.py --sizes large          # 2**20 x 512 rows, 8 bits: ~12 minutes on 2 cores
+    python benchmarks/fit_quality.py --sizes ci demo        # ~5 minutes on 2 cores
+    python benchmarks/fit_quality.py --sizes large          # 2**20 x 512 rows, 8 bits: ~12 minutes on 2 cores (+ writing the data once)
     python benchmarks/fit_quality.py                        # all three, one results file
 
 Data (all made here, nothing downloaded): ``ci`` and ``large`` are the seeded mixture
