@@ -159,7 +159,8 @@ def revive_unused(codebook: Tensor, counts: Tensor) -> tuple[Tensor, Tensor, int
     if codebook.dim() != 2 or counts.shape != (K - 1,):
         raise ValueError(f"revive_unused: codebook must be (K, D) and counts (K-1,), got "
                          f"{tuple(codebook.shape)} and {tuple(counts.shape)}")
-    used = counts.cpu() > 0
+    counts_cpu = counts.cpu()
+    used = counts_cpu > 0
     if not used.any():
         return codebook, counts, 0
     needed = torch.zeros(K, dtype=torch.bool)
@@ -170,7 +171,7 @@ def revive_unused(codebook: Tensor, counts: Tensor) -> tuple[Tensor, Tensor, int
     if moved == 0:
         return codebook, counts, 0
     # rows of each remaining segment keep[a] -> keep[a+1] (sums of the segments it replaces)
-    total = torch.cat([torch.zeros(1, dtype=torch.float64), counts.cpu().double().cumsum(0)])
+    total = torch.cat([torch.zeros(1, dtype=torch.float64), counts_cpu.double().cumsum(0)])
     load = total[keep[1:]] - total[keep[:-1]]
     share = load * (moved / load.sum())
     extra = share.floor().long()
@@ -456,7 +457,7 @@ class _Fit:
         module.history = state.history
         # the settings, and what the preset's rules made of them for this data
         module.fit_settings = {**self.settings, "batch_size_used": self.batch_size, "data_scale": state.data_scale,
-                               "lr_used": self._learning_rate(_Progress(data_scale=state.data_scale))}
+                               "lr_used": self._start_learning_rate(state.data_scale)}
         return module.eval()
 
     def _train_stage(self, module: SFVQ, state: _Progress, saved: dict, eval_sample: Tensor) -> None:
@@ -513,9 +514,14 @@ class _Fit:
         state.complete = state.stage_bits > self.bits
         self._save(module, codebook, None, counts, window_counts.zero_(), state)
 
+    def _start_learning_rate(self, data_scale: float) -> float:
+        """Every stage's learning rate before its schedule lowers it."""
+        r = self.recipe
+        return r.lr * (data_scale * math.sqrt(self.batch_size / 1024) if r.lr_unit == "data" else 1.0)
+
     def _learning_rate(self, state: _Progress) -> float:
         r = self.recipe
-        lr = r.lr * (state.data_scale * math.sqrt(self.batch_size / 1024) if r.lr_unit == "data" else 1.0)
+        lr = self._start_learning_rate(state.data_scale)
         if r.schedule == "milestones":
             return learning_rate_at(state.step, self.max_steps, lr, r.milestones, r.gamma)
         return lr * r.gamma**state.decays
@@ -527,20 +533,20 @@ class _Fit:
         loss = state.window_error / (state.window_rows * dim)
         state.window_losses.append(loss)
         state.window_error, state.window_rows = 0.0, 0
+        moved = reversals = 0
         if r.revive and state.revivals < MAX_REVIVALS:
             new, new_counts, moved = revive_unused(codebook.detach(), window_counts)
             new, _, reversals = shorten_bridges(new, new_counts)
-            if moved or reversals:
-                with torch.no_grad():
-                    codebook.copy_(new)
-                optimizer.state.pop(codebook, None)  # the moments belonged to other vertices
-                counts.zero_()
-                state.revived += moved
-                state.revivals += 1
-                state.best_window = None  # the curve changed: judge progress afresh
-                window_counts.zero_()
-                return
         window_counts.zero_()
+        if moved or reversals:
+            with torch.no_grad():
+                codebook.copy_(new)
+            optimizer.state.pop(codebook, None)  # the moments belonged to other vertices
+            counts.zero_()
+            state.revived += moved
+            state.revivals += 1
+            state.best_window = None  # the curve changed: judge progress afresh
+            return
         if r.schedule != "plateau":
             return
         if state.best_window is not None and loss > state.best_window * (1 - r.tol):
