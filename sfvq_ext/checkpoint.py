@@ -105,10 +105,11 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
 
 def module_info(module: SFVQ) -> dict:
     """The module's settings as recorded in a file's metadata (the layout switches since issue 13)."""
-    return {"dim": module.dim, "bits": module.bits, "codebook_size": module.codebook_size,
+    return {"dim": module.dim, "bits": module.bits, "codebook_size": module.current_codebook_size,
             "gradient": module.gradient, "start_bits": module.start_bits, "expand_eps": module.expand_eps,
             "dtype": str(module.weight.dtype).removeprefix("torch."),
-            "accept_image_fmap": module.accept_image_fmap, "channel_last": module.channel_last}
+            "accept_image_fmap": module.accept_image_fmap, "channel_last": module.channel_last,
+            "grow_every": module.grow_every}
 
 
 def module_from(tensors: dict[str, torch.Tensor], info: dict, device=None) -> SFVQ:
@@ -118,7 +119,8 @@ def module_from(tensors: dict[str, torch.Tensor], info: dict, device=None) -> SF
     module = SFVQ(settings["dim"], settings["bits"], gradient=settings["gradient"], start_bits=settings["start_bits"],
                   expand_eps=settings["expand_eps"], dtype=getattr(torch, settings["dtype"]), device=device,
                   accept_image_fmap=settings.get("accept_image_fmap", False),
-                  channel_last=settings.get("channel_last", True))
+                  channel_last=settings.get("channel_last", True),
+                  grow_every=settings.get("grow_every"))  # files before automatic growth: none
     module.set_codebook(tensors["codebook"])
     if "segment_counts" in tensors:
         module.segment_counts[: settings["codebook_size"] - 1] = tensors["segment_counts"].to(module.segment_counts)

@@ -584,8 +584,8 @@ class _Fit:
 
     def _stage_record(self, module, state, counts, started, eval_sample) -> dict:
         module.segment_counts.zero_()
-        module.segment_counts[: module.codebook_size - 1] = counts.to(module.segment_counts)
-        return {"bits": state.stage_bits, "codebook_size": module.codebook_size, "steps": state.step,
+        module.segment_counts[: module.current_codebook_size - 1] = counts.to(module.segment_counts)
+        return {"bits": state.stage_bits, "codebook_size": module.current_codebook_size, "steps": state.step,
                 "stop": "converged" if state.stopped else "epochs",
                 "epoch_loss": list(state.epoch_losses), "window_loss": list(state.window_losses),
                 "revived": state.revived, "perplexity": module.perplexity,

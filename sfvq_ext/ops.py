@@ -68,7 +68,7 @@ def project(x: Tensor, codebook: Tensor, mode: str = "exact") -> Projection:
     _require_tensor("project", "x", x)
     _require_tensor("project", "codebook", codebook)
     _require_pair("project", x, "codebook", codebook)
-    return Projection(*torch.ops.sfvq.project(x, codebook, mode))
+    return Projection(*_Project.apply(x, codebook, mode))
 
 
 def nearest(x: Tensor, points: Tensor) -> tuple[Tensor, Tensor]:
@@ -77,7 +77,7 @@ def nearest(x: Tensor, points: Tensor) -> tuple[Tensor, Tensor]:
     _require_tensor("nearest", "x", x)
     _require_tensor("nearest", "points", points)
     _require_pair("nearest", x, "points", points)
-    return torch.ops.sfvq.nearest(x, points)
+    return _Nearest.apply(x, points)
 
 
 def decode(coord: Tensor, codebook: Tensor) -> Tensor:
@@ -90,7 +90,7 @@ def decode(coord: Tensor, codebook: Tensor) -> Tensor:
     _require_tensor("decode", "codebook", codebook)
     _require_float("decode", "codebook", codebook)
     _require_float("decode", "coord", coord)
-    return torch.ops.sfvq.decode(coord, codebook)
+    return _Decode.apply(coord, codebook)
 
 
 def expand(codebook: Tensor, eps: float = 0.01) -> Tensor:
@@ -100,7 +100,7 @@ def expand(codebook: Tensor, eps: float = 0.01) -> Tensor:
     ``j >= K // 2`` becomes ``j - eps`` and ``j``. Both ends stay where they are.
     """
     _require_float("expand", "codebook", codebook)
-    return torch.ops.sfvq.expand(codebook, float(eps))
+    return _Expand.apply(codebook, float(eps))
 
 
 def dithered_quantize(x: Tensor, codebook: Tensor, dither: Tensor) -> tuple[Tensor, Tensor]:
@@ -120,7 +120,7 @@ def dithered_quantize(x: Tensor, codebook: Tensor, dither: Tensor) -> tuple[Tens
         raise TypeError(
             f"sfvq.dithered_quantize: dither must have the dtype of codebook ({codebook.dtype}), got {dither.dtype}"
         )
-    return torch.ops.sfvq.dithered_quantize(x, codebook, dither)
+    return _DitheredQuantize.apply(x, codebook, dither)
 
 
 def init_codebook(sample: Tensor) -> Tensor:
@@ -197,7 +197,8 @@ def _compute_dtype(t: Tensor) -> torch.dtype:
 
 def _scatter_rows(K: int, rows: Tensor, values: Tensor) -> Tensor:
     """(K, D) tensor holding the sum of values[n] at row rows[n]."""
-    return values.new_zeros(K, values.shape[-1]).index_add_(0, rows, values)
+    # out of place: under vmap (torch.func.jacrev) values is batched and the zeros are not
+    return torch.zeros(K, values.shape[-1], dtype=values.dtype, device=values.device).index_add(0, rows, values)
 
 
 def _interpolation_grad(K: int, j: Tensor, f: Tensor, g: Tensor) -> Tensor:
@@ -364,3 +365,28 @@ def _dithered_backward_fake(grad, codebook, dither, segment):
 
 
 torch.library.register_autograd("sfvq::dithered_quantize", _dithered_backward, setup_context=_dithered_setup)
+
+
+# ---------------------------------------------------------------------------
+# The public functions above call these autograd.Functions rather than the ops'
+# registered autograd: torch.library.register_autograd builds an old-style
+# Function (no setup_context), which torch.func.grad / vjp / jacrev refuse.
+# Same setup and backward as the registrations; generate_vmap_rule lets vmap run
+# forward and backward through the ops' own batching.
+
+
+def _function(name: str, op, setup, backward) -> type:
+    return type(name, (torch.autograd.Function,), {
+        "generate_vmap_rule": True,
+        "forward": staticmethod(lambda *args: op(*args)),
+        "setup_context": staticmethod(setup),
+        "backward": staticmethod(backward),
+    })
+
+
+_Project = _function("_Project", torch.ops.sfvq.project, _project_setup, _project_backward)
+_Nearest = _function("_Nearest", torch.ops.sfvq.nearest, _nearest_setup, _nearest_backward)
+_Decode = _function("_Decode", torch.ops.sfvq.decode, _decode_setup, _decode_backward)
+_Expand = _function("_Expand", torch.ops.sfvq.expand, _expand_setup, _expand_backward)
+_DitheredQuantize = _function("_DitheredQuantize", torch.ops.sfvq.dithered_quantize, _dithered_setup,
+                              _dithered_backward)

@@ -89,6 +89,28 @@ def _hash_normal(state: Tensor, n: int, salt: int) -> Tensor:
 _compiler_disable = getattr(torch, "_disable_dynamo", torch.compiler.disable)
 
 
+# How many recent seeded training forwards a checkpointed recomputation can go back to.
+_REPLAY_DEPTH = 64
+
+
+def _bits_from(bits, codebook_size) -> int:
+    """The ``bits`` of a codebook given as ``bits`` or as ``codebook_size = 2**bits``."""
+    if (bits is None) == (codebook_size is None):
+        raise ValueError("SFVQ: give the codebook's size as bits (2**bits vectors) or as codebook_size, "
+                         f"exactly one of them; got bits={bits!r}, codebook_size={codebook_size!r}")
+    if codebook_size is not None:
+        if (not isinstance(codebook_size, int) or isinstance(codebook_size, bool) or codebook_size < 4
+                or codebook_size > 2**24 or codebook_size & (codebook_size - 1)):
+            raise ValueError(f"SFVQ: codebook_size must be a power of two in [4, 2**24] (the curve doubles as it "
+                             f"grows), got {codebook_size!r}")
+        return codebook_size.bit_length() - 1
+    if not isinstance(bits, int) or isinstance(bits, bool) or not 2 <= bits <= 24:
+        hint = (f" (for {bits} vectors pass codebook_size={bits})"
+                if isinstance(bits, int) and bits > 24 and not bits & (bits - 1) else "")
+        raise ValueError(f"SFVQ: bits must be an int in [2, 24] (a curve of 2**bits vectors), got {bits!r}{hint}")
+    return bits
+
+
 def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
 
@@ -103,9 +125,9 @@ class SFVQ(nn.Module):
       per segment, shared by the batch); ``indices`` are those segments;
     * eval mode: the exact nearest point on the curve; ``indices`` are its segments;
     * ``quantized`` has ``x``'s shape and dtype; ``indices`` is int64 of ``x``'s shape
-      without the channel dimension; ``loss`` is the float32 (float64 for a float64
-      codebook) mean squared quantization error ``mean((x - q)^2)``, differentiable in
-      the codebook (and in ``x``).
+      without the channel dimension; ``loss`` is the mean squared quantization error
+      ``mean((x - q)^2)``, float32 (float64 when ``x`` or the codebook is float64),
+      differentiable in the codebook (and in ``x``).
 
     With ``return_coords=True`` a fourth output holds each row's curve coordinate
     ``segment + t`` (float32; float64 for a float64 codebook): in training the
@@ -125,12 +147,22 @@ class SFVQ(nn.Module):
     gradient to ``x`` is the projection onto its segment.
 
     **Growth.** The codebook starts at ``2**start_bits`` vectors when initialised
-    (from the first training batch, :meth:`initialize`, or :meth:`set_codebook`), and
-    :meth:`expand` doubles it up to ``2**bits``. Storage for all ``2**bits`` rows is
-    allocated up front (``weight``), so the parameter, an optimizer's state and
-    ``DistributedDataParallel`` keep working across expansions; ``codebook`` is the
-    part in use. Inputs of any float dtype are quantized against the codebook's dtype
-    (float32 by default, also under autocast) and returned in their own dtype.
+    (from the first training batch, :meth:`initialize`, or :meth:`set_codebook`) and
+    grows by itself: after every ``grow_every`` training steps at one size it doubles
+    (:meth:`expand`, which keeps the curve's shape: the ordering comes from this
+    recursive doubling) until it has ``codebook_size = 2**bits`` vectors. So an
+    unchanged training loop reaches the configured size; ``current_codebook_size`` is
+    the size in use now and ``stage_steps`` (a buffer, saved with the state) counts the
+    steps at it. ``grow_every=None`` leaves growth to calls of :meth:`expand`. Storage
+    for all ``2**bits`` rows is allocated up front (``weight``), so the parameter, an
+    optimizer and ``DistributedDataParallel`` keep working across expansions;
+    ``codebook`` is the part in use. An optimizer's per-row state (Adam's moments) is
+    not moved with the rows; it settles within a few steps.
+
+    **Precision.** The search runs in the wider of the input's and the codebook's
+    dtypes (a bfloat16 codebook never rounds float32 inputs; float16 inputs against a
+    float32 codebook are searched in float32), also under autocast; ``quantized`` is
+    returned in the input's dtype.
 
     **Layout** (vector-quantize-pytorch's switches): ``accept_image_fmap=True`` takes
     image feature maps ``(B, dim, H, W)`` and returns ``quantized`` ``(B, dim, H, W)``
@@ -138,9 +170,11 @@ class SFVQ(nn.Module):
     channel second) and returns the same layout. The default is ``(..., dim)``.
 
     **State.** Everything is in tensors: ``weight`` (parameter), the buffers
-    ``segment_counts``, ``curve_size`` (rows in use), ``curve_initialized`` and
-    ``rng_state``. So ``state_dict()`` holds only tensors (``safetensors.torch.save_model``
-    works) and a loaded module knows its size. A state dict written before these
+    ``segment_counts``, ``curve_size`` (rows in use), ``curve_initialized``,
+    ``rng_state`` and ``stage_steps``, and ``forward`` reads the state from them
+    (``torch.func.functional_call``, stateless swaps, EMA and model-merging tools see
+    the state they pass). So ``state_dict()`` holds only tensors
+    (``safetensors.torch.save_model`` works) and a loaded module knows its size. A state dict written before these
     buffers existed (its ``_extra_state`` dict) still loads; one without the size
     (``strict=False``, tensors kept by hand) is read from its ``weight`` with a
     warning: non-zero rows make it initialised, never overwritten by the next batch.
@@ -162,6 +196,16 @@ class SFVQ(nn.Module):
     ``torch.compile(fullgraph=True)`` graph. The dither depends on the seed and step
     only (the same on every rank, as in ``fit``); the noise also on the rank.
 
+    **Inside a training stack.** One training forward is one step: it advances the
+    stream, counts its rows and may grow the curve, once. A forward that activation
+    checkpointing (``torch.utils.checkpoint``, either mode) runs again during backward
+    is recognised (it runs inside the backward pass) and draws the same dither and
+    noise as the original, with no side effect, so the gradients are those of the
+    step's loss. A module called several times per step under checkpointing needs
+    each call in its own checkpointed region. Frozen means ``weight.requires_grad``
+    is off (``freeze_codebook``), as for any parameter, so ``DistributedDataParallel``
+    needs no ``find_unused_parameters``.
+
     **Differences from** ``VectorQuantize``: ``indices`` name *segments*
     ``c_i -> c_{i+1}`` (in ``[0, K-2]``), not codebook rows, and a segment index drops
     the position along the segment: the full index of a row is its curve coordinate.
@@ -172,26 +216,35 @@ class SFVQ(nn.Module):
 
     Args:
         dim: width of the vectors.
-        bits: the full codebook has ``2**bits`` vectors (2 <= bits <= 24).
+        bits: the full codebook has ``2**bits`` vectors (2 <= bits <= 24); or give
+            ``codebook_size`` instead (vector-quantize-pytorch's keyword).
+        codebook_size: the full size ``2**bits``, a power of two in ``[4, 2**24]``.
         gradient: ``"nsvq"``, ``"straight_through"`` or ``"none"`` (see above).
         start_bits: initial size ``2**start_bits`` (2 <= start_bits <= bits).
+        grow_every: training steps at each size before doubling (a positive int), or
+            ``None`` for no automatic growth. The default, 100, reaches 64 vectors from
+            4 in 400 steps (the sizes were measured in ``benchmarks/vq_swap.py``).
         expand_eps: spacing of the new vertices in :meth:`expand`, in (0, 0.5).
         accept_image_fmap, channel_last: input layout (see above).
         sync_codebook: sum usage counts over ranks and broadcast the starting curve.
-        freeze_codebook: the codebook gets no gradient (``forward`` may override it).
+        freeze_codebook: ``weight.requires_grad`` off (see above; also a settable property).
 
     Raises:
         ValueError / TypeError naming the argument for bad settings or input.
     """
 
-    def __init__(self, dim: int, bits: int, *, gradient: str = "nsvq", start_bits: int = 2,
+    def __init__(self, dim: int, bits: int | None = None, *, codebook_size: int | None = None,
+                 gradient: str = "nsvq", start_bits: int = 2, grow_every: int | None = 100,
                  expand_eps: float = 0.01, accept_image_fmap: bool = False, channel_last: bool = True,
                  sync_codebook: bool = False, freeze_codebook: bool = False, device=None, dtype=None):
         super().__init__()
         if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
             raise ValueError(f"SFVQ: dim must be a positive int, got {dim!r}")
-        if not isinstance(bits, int) or isinstance(bits, bool) or not 2 <= bits <= 24:
-            raise ValueError(f"SFVQ: bits must be an int in [2, 24] (a curve of 2**bits vectors), got {bits!r}")
+        bits = _bits_from(bits, codebook_size)
+        if grow_every is not None and (not isinstance(grow_every, int) or isinstance(grow_every, bool)
+                                       or grow_every < 1):
+            raise ValueError(f"SFVQ: grow_every must be a positive int (training steps per size) or None, "
+                             f"got {grow_every!r}")
         if not isinstance(start_bits, int) or not 2 <= start_bits <= bits:
             raise ValueError(f"SFVQ: start_bits must be an int in [2, bits={bits}], got {start_bits!r}")
         if gradient not in GRADIENT_MODES:
@@ -205,25 +258,61 @@ class SFVQ(nn.Module):
         self.dim, self.bits, self.start_bits = dim, bits, start_bits
         self.gradient, self.expand_eps = gradient, float(expand_eps)
         self.accept_image_fmap, self.channel_last = accept_image_fmap, channel_last
-        self.sync_codebook, self.freeze_codebook = sync_codebook, freeze_codebook
-        self.weight = nn.Parameter(torch.zeros(2**bits, dim, device=device, dtype=dtype))
+        self.sync_codebook, self.grow_every = sync_codebook, grow_every
+        self.weight = nn.Parameter(torch.zeros(2**bits, dim, device=device, dtype=dtype),
+                                   requires_grad=not freeze_codebook)
         self.register_buffer("segment_counts", torch.zeros(2**bits - 1, dtype=torch.int64, device=device))
         self.register_buffer("curve_size", torch.tensor(2**start_bits, dtype=torch.int64, device=device))
         self.register_buffer("curve_initialized", torch.tensor(False, device=device))
         self.register_buffer("rng_state", torch.zeros(4, dtype=torch.int64, device=device))
-        # Python copies of the buffers above, read by forward (a compiled graph
-        # specialises on them); every method that changes one changes both.
+        self.register_buffer("stage_steps", torch.tensor(0, dtype=torch.int64, device=device))
+        # What forward reads from the buffers above, cached with the buffers' identity
+        # and version so that eager calls re-read them (one host copy) only after a
+        # swap or an outside write; a compiled graph specialises on these ints.
         self._size, self._initialized, self._seeded = 2**start_bits, False, False
+        self._state_key: tuple = ()
+        # rng_state of recent seeded training forwards, for checkpointing's recompute.
+        self._replay: list[Tensor] = []
         self._generator: torch.Generator | None = None
         # Per-stage records of sfvq_ext.fit (loss, perplexity, ...); saved with the curve.
         self.history: list[dict] = []
 
     # -- state -------------------------------------------------------------
 
+    # -- the state forward reads (from the tensors, see _curve_state) -------
+
+    def _buffers_key(self) -> tuple:
+        return tuple((t, t._version) for t in (self.curve_size, self.curve_initialized, self.rng_state))
+
+    def _curve_state(self) -> tuple[int, bool, bool]:
+        """``(size, initialized, seeded)`` as the buffers hold them now. Eager calls
+        re-read the buffers when one was swapped (``functional_call``, ``.to()``) or
+        written from outside (``copy_``, DDP's broadcast); compiled code reads the
+        cached ints, on which the graph is guarded."""
+        if torch.compiler.is_compiling():
+            return self._size, self._initialized, self._seeded
+        key = self._buffers_key()
+        if len(key) != len(self._state_key) or any(a is not b or va != vb for (a, va), (b, vb)
+                                                   in zip(key, self._state_key)):
+            size, initialized, seeded = torch.stack([self.curve_size.reshape(()).to(torch.int64),
+                                                     self.curve_initialized.reshape(()).to(torch.int64),
+                                                     self.rng_state[0].to(torch.int64)]).tolist()
+            rows = self.weight.shape[0]
+            if size < 4 or size > rows or size & (size - 1):
+                raise ValueError(f"SFVQ: buffer 'curve_size' holds {size}; expected a power of two in [4, {rows}] "
+                                 f"(the rows of 'weight')")
+            self._size, self._initialized, self._seeded = size, bool(initialized), bool(seeded)
+            self._state_key = key
+        return self._size, self._initialized, self._seeded
+
+    def _remember_state(self) -> None:
+        """After the module's own write to a buffer: the cached ints are current."""
+        self._state_key = self._buffers_key()
+
     @property
     def codebook(self) -> Tensor:
-        """The curve in use, ``(codebook_size, dim)``: a view of ``weight``."""
-        return self.weight[: self._size]
+        """The curve in use, ``(current_codebook_size, dim)``: a view of ``weight``."""
+        return self.weight[: self._curve_state()[0]]
 
     @codebook.setter
     def codebook(self, codebook: Tensor) -> None:
@@ -231,21 +320,38 @@ class SFVQ(nn.Module):
 
     @property
     def codebook_size(self) -> int:
-        return self._size
+        """The configured (full) size ``2**bits``, as vector-quantize-pytorch's ``codebook_size``."""
+        return 2**self.bits
+
+    @property
+    def current_codebook_size(self) -> int:
+        """The number of codebook vectors in use now (grows to :attr:`codebook_size`)."""
+        return self._curve_state()[0]
 
     @property
     def current_bits(self) -> int:
-        return self._size.bit_length() - 1
+        return self.current_codebook_size.bit_length() - 1
 
     @property
     def initialized(self) -> bool:
-        return self._initialized
+        return self._curve_state()[1]
+
+    @property
+    def freeze_codebook(self) -> bool:
+        """Whether the codebook is frozen: ``weight.requires_grad`` is off. Settable."""
+        return not self.weight.requires_grad
+
+    @freeze_codebook.setter
+    def freeze_codebook(self, frozen: bool) -> None:
+        if not isinstance(frozen, bool):
+            raise TypeError(f"SFVQ.freeze_codebook must be a bool, got {frozen!r}")
+        self.weight.requires_grad_(not frozen)
 
     @property
     def segment_usage(self) -> Tensor:
         """Training hits per segment since the last :meth:`reset_usage` (or expansion),
-        int64 ``(codebook_size - 1,)``; summed over ranks with ``sync_codebook``."""
-        return self.segment_counts[: self._size - 1]
+        int64 ``(current_codebook_size - 1,)``; summed over ranks with ``sync_codebook``."""
+        return self.segment_counts[: self.current_codebook_size - 1]
 
     @property
     def perplexity(self) -> float:
@@ -262,9 +368,13 @@ class SFVQ(nn.Module):
 
     @torch.no_grad()
     def _set_curve(self, size: int, initialized: bool) -> None:
+        """A new curve size (or state): a new growth stage starts."""
+        self._curve_state()  # the seeded flag as the buffers hold it
         self._size, self._initialized = int(size), bool(initialized)
         self.curve_size.fill_(self._size)
         self.curve_initialized.fill_(self._initialized)
+        self.stage_steps.zero_()
+        self._remember_state()
 
     @torch.no_grad()
     def set_codebook(self, codebook: Tensor) -> None:
@@ -305,6 +415,8 @@ class SFVQ(nn.Module):
         elif legacy is not None:
             error_msgs.append(f"SFVQ '{prefix}': unrecognised '_extra_state' {legacy!r}")
             return
+        if prefix + "weight" in state_dict or size_key in state_dict:  # written before automatic growth
+            state_dict.setdefault(prefix + "stage_steps", torch.zeros((), dtype=torch.int64))
         has_curve = size_key in state_dict and flag_key in state_dict
         has_weight = prefix + "weight" in state_dict
         errors_before = len(error_msgs)
@@ -312,14 +424,14 @@ class SFVQ(nn.Module):
                                       error_msgs)
         if len(error_msgs) > errors_before:
             return
-        self._seeded = bool(self.rng_state[0])
+        self._replay.clear()
         if has_curve:
-            size, initialized = int(self.curve_size), bool(self.curve_initialized)
+            size = int(self.curve_size)
             if size < 4 or size > 2**self.bits or size & (size - 1):
                 error_msgs.append(f"SFVQ '{prefix}': '{size_key}' is {size}, expected a power of two in "
                                   f"[4, {2**self.bits}]")
                 return
-            self._set_curve(size, initialized)
+            self._curve_state()
         elif has_weight:
             self._infer_curve_from_weight(prefix)
 
@@ -335,13 +447,15 @@ class SFVQ(nn.Module):
         self._set_curve(size, True)
         warnings.warn(f"SFVQ '{prefix}': the loaded state has a weight but no '{prefix}curve_size' / "
                       f"'{prefix}curve_initialized' (a partial or older state dict); its non-zero rows end at "
-                      f"row {last - 1}, so the module is initialised with codebook_size {size}", stacklevel=3)
+                      f"row {last - 1}, so the module is initialised with current_codebook_size {size}", stacklevel=3)
 
     def extra_repr(self) -> str:
         flags = [name for name in ("accept_image_fmap", "sync_codebook", "freeze_codebook") if getattr(self, name)]
         flags += [] if self.channel_last else ["channel_last=False"]
-        return (f"dim={self.dim}, bits={self.bits}, codebook_size={self._size}, gradient={self.gradient!r}"
-                + "".join(f", {f}" for f in flags) + ("" if self._initialized else ", uninitialized"))
+        size, initialized, _ = self._curve_state()
+        return (f"dim={self.dim}, codebook_size={self.codebook_size}, current_codebook_size={size}, "
+                f"grow_every={self.grow_every}, gradient={self.gradient!r}"
+                + "".join(f", {f}" for f in flags) + ("" if initialized else ", uninitialized"))
 
     # -- randomness --------------------------------------------------------
 
@@ -359,22 +473,28 @@ class SFVQ(nn.Module):
     @property
     def seeded(self) -> bool:
         """Whether the dither and noise come from the module's own stream (else the global RNG)."""
-        return self._seeded
+        return self._curve_state()[2]
 
     @generator.setter
     def generator(self, generator: torch.Generator | None) -> None:
         if generator is None:
+            self._curve_state()
+            self._replay.clear()
             with torch.no_grad():
                 self.rng_state.zero_()
             self._generator, self._seeded = None, False
+            self._remember_state()
             return
         if not isinstance(generator, torch.Generator):
             raise TypeError(f"SFVQ.generator must be a torch.Generator or None, got {type(generator).__name__}")
+        self._curve_state()
+        self._replay.clear()
         key = torch.randint(0, 2**32, (2,), generator=generator, dtype=torch.int64, device=generator.device)
         with torch.no_grad():
             self.rng_state.copy_(torch.cat([torch.ones(1, dtype=torch.int64), key.cpu(),
                                             torch.zeros(1, dtype=torch.int64)]).to(self.rng_state.device))
         self._generator, self._seeded = generator, True
+        self._remember_state()
 
     def manual_seed(self, seed: int) -> SFVQ:
         """Seed the module's own random stream (``generator = torch.Generator().manual_seed(seed)``); returns self."""
@@ -383,16 +503,30 @@ class SFVQ(nn.Module):
         self.generator = torch.Generator().manual_seed(seed)
         return self
 
-    def _dither(self, K: int, like: Tensor) -> Tensor:
-        if self._seeded:
-            return hash_uniform(self.rng_state, K - 1, _DITHER_STREAM).to(like.dtype)
+    def _dither(self, K: int, like: Tensor, stream_state: Tensor | None) -> Tensor:
+        if stream_state is not None:
+            return hash_uniform(stream_state, K - 1, _DITHER_STREAM).to(like.dtype)
         return torch.rand(K - 1, device=like.device, dtype=like.dtype)
 
-    def _noise(self, like: Tensor) -> Tensor:
-        if self._seeded:
+    def _noise(self, like: Tensor, stream_state: Tensor | None) -> Tensor:
+        if stream_state is not None:
             rank = dist.get_rank() if _distributed() else 0
-            return _hash_normal(self.rng_state, like.numel(), salt=rank).reshape(like.shape).to(like.dtype)
+            return _hash_normal(stream_state, like.numel(), salt=rank).reshape(like.shape).to(like.dtype)
         return torch.randn_like(like)
+
+    def _stream_state(self, recomputing: bool) -> Tensor | None:
+        """The ``rng_state`` this forward draws from: the current one, or for a
+        recomputation the one its original forward used (the most recent original
+        forward not yet recomputed: checkpointed regions are recomputed in reverse
+        order). ``None`` for the global RNG (which checkpointing restores itself)."""
+        if not self._curve_state()[2]:
+            return None
+        if not recomputing:
+            return self.rng_state
+        if not self._replay:
+            raise RuntimeError("SFVQ: a forward recomputed during backward (activation checkpointing) has no "
+                               "record of its original forward (was the state loaded or reseeded in between?)")
+        return self._replay.pop()
 
     # -- growth ------------------------------------------------------------
 
@@ -432,17 +566,25 @@ class SFVQ(nn.Module):
     @torch.no_grad()
     def expand(self, eps: float | None = None) -> None:
         """Double the codebook without changing the curve's shape (:func:`sfvq_ext.expand`).
-        Resets the usage counts. Optimizer state for ``weight`` keeps its shape but
-        belongs to the old vertices: start a fresh optimizer after expanding.
+        Resets the usage counts and ``stage_steps``. Called by automatic growth
+        (``grow_every``) or by hand. Optimizer state for ``weight`` keeps its shape but
+        belongs to the old vertices (Adam's moments settle within a few steps; a fresh
+        optimizer is the clean choice when you drive growth yourself).
         Deterministic: ranks that agree before agree after, with no collective."""
-        if not self._initialized:
+        if not self.initialized:
             raise RuntimeError("SFVQ.expand: the codebook is not initialised yet (train on a batch or call initialize)")
-        if self._size >= 2**self.bits:
+        if self.current_codebook_size >= 2**self.bits:
             raise ValueError(f"SFVQ.expand: the codebook already has its full size 2**bits = {2**self.bits}")
         grown = ops.expand(self.codebook, self.expand_eps if eps is None else eps)
         self.weight[: grown.shape[0]] = grown
         self._set_curve(grown.shape[0], True)
         self.reset_usage()
+
+    @_compiler_disable
+    def _grow_if_due(self) -> None:
+        """Automatic growth: double the curve after ``grow_every`` training steps at one size."""
+        if int(self.stage_steps) >= self.grow_every:
+            self.expand()
 
     # -- layout ------------------------------------------------------------
 
@@ -472,7 +614,7 @@ class SFVQ(nn.Module):
         return out.movedim(-1, 1) if self._channel_second and out.dim() >= 2 else out
 
     def _require_initialized(self, where: str) -> None:
-        if not self._initialized:
+        if not self.initialized:
             raise RuntimeError(f"SFVQ.{where}: the codebook is not initialised "
                                "(train on a batch, call initialize(sample) or set_codebook, or load a fitted curve)")
 
@@ -482,51 +624,77 @@ class SFVQ(nn.Module):
         """Quantize ``x`` (layout per ``accept_image_fmap`` / ``channel_last``).
 
         Returns ``(quantized, indices, loss)``, plus ``coords`` when ``return_coords``;
-        see the class docstring for shapes, dtypes and modes. ``freeze_codebook``
-        overrides the module's setting for this call. Raises ``TypeError`` for a
-        non-float ``x``, ``ValueError`` for a wrong shape or a NaN/Inf row, and
-        ``RuntimeError`` in eval mode (or frozen) before the codebook is initialised."""
+        see the class docstring for shapes, dtypes and modes. ``freeze_codebook=True``
+        detaches the codebook for this call (a frozen ``weight`` gets no gradient
+        whatever this says). Raises ``TypeError`` for a non-float ``x``, ``ValueError``
+        for a wrong shape or a NaN/Inf row, and ``RuntimeError`` in eval mode (or
+        frozen) before the codebook is initialised."""
         frozen = self.freeze_codebook if freeze_codebook is None else freeze_codebook
         h = self._to_channel_last(x, "forward")
-        if not self._initialized:
-            if not self.training or frozen:
+        size, initialized, _ = self._curve_state()
+        # activation checkpointing runs this forward again inside the backward pass
+        recomputing = (self.training and not torch.compiler.is_compiling()
+                       and torch._C._current_graph_task_id() != -1)
+        if not initialized:
+            if not self.training or frozen or recomputing:
                 self._require_initialized("forward" if not self.training else "forward (frozen codebook)")
             self._initialize_from_batch(h)  # training on the first batch: start the curve from it
+        elif (self.training and not recomputing and self.grow_every is not None
+              and size < self.codebook_size):
+            self._grow_if_due()
         codebook = self.codebook.detach() if frozen else self.codebook
-        xf = h.to(codebook.dtype)
-        coord_dtype = torch.float64 if codebook.dtype == torch.float64 else torch.float32
+        # search in the wider dtype: the codebook's precision must not round the inputs
+        compute = torch.promote_types(h.dtype, codebook.dtype)
+        xf, codebook = h.to(compute), codebook.to(compute)
+        wide = torch.float64 if compute == torch.float64 else torch.float32
         if self.training:
             K = codebook.shape[0]
-            dither = self._dither(K, codebook)
+            stream = self._stream_state(recomputing)
+            dither = self._dither(K, codebook, stream)
             q, indices = ops.dithered_quantize(xf, codebook, dither)
-            coords = indices.to(coord_dtype) + dither.detach().to(coord_dtype)[indices] if return_coords else None
-            with torch.no_grad():
-                flat = indices.reshape(-1)
-                step_counts = torch.zeros(K - 1, dtype=torch.int64, device=flat.device).index_add_(
-                    0, flat, torch.ones_like(flat))
-                if self.sync_codebook and _distributed():
-                    dist.all_reduce(step_counts)
-                self.segment_counts[: K - 1] += step_counts
+            coords = indices.to(wide) + dither.detach().to(wide)[indices] if return_coords else None
+            out = self._output(xf, q, stream)
+            if not recomputing:
+                self._end_step(indices, K)
         else:
             projection = ops.project(xf, codebook)
             q, indices, coords = projection.point, projection.segment, projection.coord
-        loss = (xf - q).square().mean()
-        if self.gradient == "straight_through":
-            out = xf + (q - xf).detach()
-        elif self.gradient == "nsvq" and self.training:
-            noise = self._noise(xf)
-            # vector_norm's gradient at 0 is 0, so x == q gives a finite gradient
-            scale = torch.linalg.vector_norm(xf - q, dim=-1, keepdim=True) / torch.linalg.vector_norm(noise, dim=-1, keepdim=True)
-            out = xf + scale * noise
-        else:
-            out = q
-        if self.training and self._seeded:
-            with torch.no_grad():
-                self.rng_state[3:].add_(1)
+            out = self._output(xf, q, None)
+        loss = (xf.to(wide) - q.to(wide)).square().mean()
         out = self._from_channel_last(out.to(x.dtype))
         if return_coords:
             return out, indices, loss, coords
         return out, indices, loss
+
+    def _output(self, xf: Tensor, q: Tensor, stream: Tensor | None) -> Tensor:
+        """What ``forward`` returns for the quantized points ``q`` of ``xf`` (``gradient=``)."""
+        if self.gradient == "straight_through":
+            return xf + (q - xf).detach()
+        if self.gradient == "nsvq" and self.training:
+            noise = self._noise(xf, stream)
+            # vector_norm's gradient at 0 is 0, so x == q gives a finite gradient
+            scale = torch.linalg.vector_norm(xf - q, dim=-1, keepdim=True) / torch.linalg.vector_norm(noise, dim=-1, keepdim=True)
+            return xf + scale * noise
+        return q
+
+    def _end_step(self, indices: Tensor, K: int) -> None:
+        """A training step's side effects, once per step (never in a recomputation):
+        its rows counted, the stream advanced, the step counted toward growth."""
+        with torch.no_grad():
+            flat = indices.reshape(-1)
+            step_counts = torch.zeros(K - 1, dtype=torch.int64, device=flat.device).index_add_(
+                0, flat, torch.ones_like(flat))
+            if self.sync_codebook and _distributed():
+                dist.all_reduce(step_counts)
+            self.segment_counts[: K - 1] += step_counts
+            self.stage_steps.add_(1)
+            if self._curve_state()[2]:
+                if not torch.compiler.is_compiling():
+                    self._replay.append(self.rng_state.clone())
+                    del self._replay[:-_REPLAY_DEPTH]
+                self.rng_state[3:].add_(1)
+                if not torch.compiler.is_compiling():
+                    self._remember_state()
 
     def project(self, x: Tensor, mode: str = "exact") -> ops.Projection:
         """Exact nearest points on the curve (:func:`sfvq_ext.project`) of ``x`` ``(..., dim)``
@@ -537,7 +705,8 @@ class SFVQ(nn.Module):
         if x.dim() < 1 or x.shape[-1] != self.dim:
             raise ValueError(f"SFVQ.project: x must have shape (..., {self.dim}), got {tuple(x.shape)}")
         self._require_initialized("project")
-        return ops.project(x.to(self.weight.dtype), self.codebook, mode)
+        compute = torch.promote_types(x.dtype, self.weight.dtype)
+        return ops.project(x.to(compute), self.codebook.to(compute), mode)
 
     def decode(self, coord: Tensor) -> Tensor:
         """Points at curve coordinates ``coord`` (any shape) -> ``(*coord.shape, dim)`` (:func:`sfvq_ext.decode`)."""
@@ -548,7 +717,7 @@ class SFVQ(nn.Module):
         """The point a segment index stands for: the midpoint ``(c_i + c_{i+1}) / 2`` of
         segment ``i`` (the mean of the dithered points training picks on it).
 
-        ``indices``: an integer tensor with values in ``[0, codebook_size - 2]``, in the
+        ``indices``: an integer tensor with values in ``[0, current_codebook_size - 2]``, in the
         layout ``forward`` returns them. Returns the codebook's dtype, shape
         ``(*indices.shape, dim)``, or ``(B, dim, ...)`` with ``accept_image_fmap`` /
         ``channel_last=False`` (as vector-quantize-pytorch). Lossy: the position along
@@ -558,7 +727,7 @@ class SFVQ(nn.Module):
                 or indices.dtype == torch.bool:
             raise TypeError(f"SFVQ.get_codes_from_indices: indices must be an integer tensor, got "
                             f"{indices.dtype if isinstance(indices, Tensor) else type(indices).__name__}")
-        K = self._size
+        K = self.current_codebook_size
         if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) > K - 2):
             raise ValueError(f"SFVQ.get_codes_from_indices: indices must be segment indices in [0, {K - 2}], "
                              f"got values in [{int(indices.min())}, {int(indices.max())}]")

@@ -50,7 +50,7 @@ def plot_fit(module: SFVQ, sample: Tensor, path: str | os.PathLike) -> None:
     ax_curve.plot(c2[:, 0], c2[:, 1], "-", c="0.3", lw=1)
     points = ax_curve.scatter(c2[:, 0], c2[:, 1], s=14, c=range(len(c2)), cmap="viridis", zorder=3)
     fig.colorbar(points, ax=ax_curve, label="codebook index")
-    ax_curve.set(title=f"curve of {module.codebook_size} vectors (first 2 PCs of the data)", xlabel="PC 1", ylabel="PC 2")
+    ax_curve.set(title=f"curve of {module.current_codebook_size} vectors (first 2 PCs of the data)", xlabel="PC 1", ylabel="PC 2")
     ax_curve.set_aspect("equal", adjustable="datalim")
 
     usage = module.segment_usage.cpu()

@@ -59,7 +59,7 @@ def ddp_usage_counts(rank: int) -> None:
     assert int(m.segment_usage.sum()) == 480, f"rank {rank}: {int(m.segment_usage.sum())} hits counted, expected 480"
     everyone = [None, None]
     dist.all_gather_object(everyone, torch.cat(seen))
-    oracle = torch.bincount(torch.cat(everyone), minlength=m.codebook_size - 1)
+    oracle = torch.bincount(torch.cat(everyone), minlength=m.current_codebook_size - 1)
     assert torch.equal(m.segment_usage, oracle), f"rank {rank}: {m.segment_usage.tolist()} vs {oracle.tolist()}"
     weights = [None, None]
     dist.all_gather_object(weights, (m.weight.detach(), m.perplexity))

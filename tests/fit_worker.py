@@ -32,7 +32,7 @@ def ddp_check(rank: int) -> None:
     gathered = [torch.empty_like(m.weight) for _ in range(dist.get_world_size())]
     dist.all_gather(gathered, m.weight.detach())
     assert all(torch.equal(g, gathered[0]) for g in gathered), "codebooks differ across ranks under DDP"
-    assert m.codebook_size == 8 and torch.isfinite(m.weight).all()
+    assert m.current_codebook_size == 8 and torch.isfinite(m.weight).all()
 
 
 def main() -> None:

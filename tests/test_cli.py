@@ -29,7 +29,7 @@ def test_fit_writes_curve_summary_and_picture(data_file, tmp_path):
     out = tmp_path / "run"
     assert cli.main(fit_args(data_file, out)) == 0
     curve = sfvq_ext.load(out / "curve.safetensors")
-    assert curve.codebook_size == 8 and curve.dim == 6
+    assert curve.current_codebook_size == 8 and curve.dim == 6
     summary = json.loads((out / "fit.json").read_text())
     assert [h["bits"] for h in summary["history"]] == [2, 3] and summary["history"] == curve.history
     assert (out / "fit.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

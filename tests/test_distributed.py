@@ -31,7 +31,7 @@ def test_two_process_fit_equals_single_process(tmp_path):
     two = sfvq_ext.load(out)
     # each rank computed half of every batch's gradient; the sums differ only by rounding
     torch.testing.assert_close(two.codebook, single.codebook, rtol=1e-4, atol=1e-5)
-    assert two.codebook_size == 16
+    assert two.current_codebook_size == 16
     # fit's counts are global under torch.distributed: every row of every step of the last stage, once
     assert int(two.segment_usage.sum()) == int(single.segment_usage.sum()) == 2 * 400
     for a, b in zip(two.history, single.history):

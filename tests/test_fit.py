@@ -27,7 +27,7 @@ def gaussian(n=512, d=5, seed=1):
 def test_recipe_stages_history_and_schedule():
     x = gaussian()
     m = sfvq_ext.fit(x, 4, **SMALL)
-    assert not m.training and m.codebook_size == 16 and m.codebook.shape == (16, 5)
+    assert not m.training and m.current_codebook_size == 16 and m.codebook.shape == (16, 5)
     assert [h["bits"] for h in m.history] == [2, 3, 4]
     assert [h["codebook_size"] for h in m.history] == [4, 8, 16]
     for h in m.history:
@@ -90,7 +90,7 @@ def test_sampler_source_is_reproducible():
 
     a = sfvq_ext.fit(sampler, 3, samples_per_epoch=256, **SMALL)
     b = sfvq_ext.fit(sampler, 3, samples_per_epoch=256, **SMALL)
-    assert torch.equal(a.codebook, b.codebook) and a.codebook_size == 8
+    assert torch.equal(a.codebook, b.codebook) and a.current_codebook_size == 8
     with pytest.raises(ValueError, match="samples_per_epoch"):
         sfvq_ext.fit(sampler, 3, **SMALL)
 
@@ -121,7 +121,7 @@ def test_neighbouring_vectors_are_closer_than_random_pairs(name, bound):
     m = sfvq_ext.fit(x, bits, epochs=3, batch_size=64, progress=False)
     neighbours, random_pairs = neighbour_vs_random_pair_distance(m.codebook)
     assert neighbours < bound * random_pairs, (neighbours, random_pairs)
-    shuffled = m.codebook.detach()[torch.randperm(m.codebook_size, generator=torch.Generator().manual_seed(0))]
+    shuffled = m.codebook.detach()[torch.randperm(m.current_codebook_size, generator=torch.Generator().manual_seed(0))]
     assert neighbours < bound * neighbour_vs_random_pair_distance(shuffled)[0]
 
 
@@ -130,7 +130,7 @@ def test_save_load_round_trip(tmp_path):
     path = tmp_path / "curve.safetensors"
     sfvq_ext.save(m, path)
     back = sfvq_ext.load(path)
-    assert torch.equal(back.codebook, m.codebook) and back.codebook_size == 8 and not back.training
+    assert torch.equal(back.codebook, m.codebook) and back.current_codebook_size == 8 and not back.training
     assert back.history == m.history and torch.equal(back.segment_usage, m.segment_usage)
     x = gaussian(50, seed=9)
     assert torch.equal(back(x)[0], m(x)[0])
@@ -219,7 +219,7 @@ def test_checkpoint_written_before_issue_13_resumes(tmp_path):
     settings = dict(epochs=2, batch_size=32, seed=1, progress=False, eval_samples=200, init_samples=200)
     _, info = ckpt.read_checkpoint(legacy)
     assert (info["training"]["stage_bits"], info["training"]["step"]) == (3, 4)
-    assert sfvq_ext.load(legacy).codebook_size == 8  # the 3-bit stage's curve, as saved
+    assert sfvq_ext.load(legacy).current_codebook_size == 8  # the 3-bit stage's curve, as saved
     path = tmp_path / "run.safetensors"
     shutil.copy(legacy, path)
     # its recipe was the authors' (the only one then): resuming it under another preset is refused

@@ -23,7 +23,7 @@ def trained_module(dim=6, bits=4, gradient="none", n=512, steps=30):
             opt.zero_grad()
             loss.backward()
             opt.step()
-        if m.codebook_size == 2**bits:
+        if m.current_codebook_size == 2**bits:
             return m, x
         m.expand()
 
@@ -74,7 +74,7 @@ def test_train_forward_is_the_dithered_quantizer():
     m.manual_seed(7)
     state = m.rng_state.clone()
     q, idx, loss, coords = m(x, return_coords=True)
-    dither = torch.tensor([py_uniform(state, i, quantizer._DITHER_STREAM) for i in range(m.codebook_size - 1)])
+    dither = torch.tensor([py_uniform(state, i, quantizer._DITHER_STREAM) for i in range(m.current_codebook_size - 1)])
     want_q, want_idx = reference.authors_dithered_quantize(x.reshape(-1, 5), m.codebook.detach(), dither)
     assert q.shape == x.shape and idx.shape == (3, 40) and idx.dtype == torch.int64
     assert torch.equal(idx.reshape(-1), want_idx)
@@ -126,7 +126,7 @@ def test_training_reduces_loss_and_grows():
     m.train()
     m, _ = trained_module(dim=4, bits=4)
     m.eval()
-    assert m.codebook_size == 16 and m.current_bits == 4
+    assert m.current_codebook_size == 16 and m.current_bits == 4
     assert m(x)[2].item() < 0.6 * before
 
 
@@ -151,7 +151,7 @@ def test_nsvq_output_carries_the_quantization_error_norm():
     q, _, _ = m(x)
     torch.testing.assert_close(torch.linalg.vector_norm(out - x, dim=-1), torch.linalg.vector_norm(x - q, dim=-1))
     out.sum().backward()
-    assert x.grad.abs().sum() > 0 and m.weight.grad[: m.codebook_size].abs().sum() > 0
+    assert x.grad.abs().sum() > 0 and m.weight.grad[: m.current_codebook_size].abs().sum() > 0
 
 
 def test_nsvq_gradient_is_finite_where_input_equals_its_quantized_point():
@@ -181,7 +181,7 @@ def test_expand_keeps_the_curve_and_stops_at_full_size():
     m.initialize(x)
     before = m.codebook.detach().clone()
     m.expand(eps=0.1)
-    assert m.codebook_size == 8
+    assert m.current_codebook_size == 8
     torch.testing.assert_close(m.codebook.detach(), reference.expand(before, 0.1).float())
     with pytest.raises(RuntimeError, match="not initialised"):
         sfvq_ext.SFVQ(6, 3).expand()
@@ -211,7 +211,7 @@ def test_state_dict_round_trip_keeps_size():
     m, x = trained_module(bits=4)
     m2 = sfvq_ext.SFVQ(6, 4)
     m2.load_state_dict(m.state_dict())
-    assert m2.codebook_size == 16 and m2.initialized
+    assert m2.current_codebook_size == 16 and m2.initialized
     m.eval(), m2.eval()
     assert torch.equal(m(x)[0], m2(x)[0])
 
@@ -219,7 +219,7 @@ def test_state_dict_round_trip_keeps_size():
 def test_start_bits_and_dtype():
     m = sfvq_ext.SFVQ(3, 5, start_bits=4, dtype=torch.float64)
     m.initialize(torch.randn(50, 3))
-    assert m.codebook_size == 16 and m.codebook.dtype == torch.float64
+    assert m.current_codebook_size == 16 and m.codebook.dtype == torch.float64
     q, _, _ = m(torch.randn(10, 3, dtype=torch.float32))
     assert q.dtype == torch.float32
 
@@ -282,7 +282,7 @@ def test_distributed_data_parallel_single_process(tmp_path):
             opt.step()
             if step == 5:
                 m.expand()
-        assert m.codebook_size == 8 and torch.isfinite(m.weight).all()
+        assert m.current_codebook_size == 8 and torch.isfinite(m.weight).all()
     finally:
         dist.destroy_process_group()
 
@@ -417,13 +417,13 @@ def test_state_dict_is_all_tensors_and_safetensors_round_trips(tmp_path):
     state = model.state_dict()
     assert all(isinstance(v, torch.Tensor) for v in state.values())
     assert {k for k in state if k.startswith("1.")} == {
-        "1.weight", "1.segment_counts", "1.curve_size", "1.curve_initialized", "1.rng_state"}
+        "1.weight", "1.segment_counts", "1.curve_size", "1.curve_initialized", "1.rng_state", "1.stage_steps"}
     save_file(state, tmp_path / "state.safetensors")  # failed on the dict in _extra_state before
     save_model(model, tmp_path / "model.safetensors")
     loaded = torch.nn.Sequential(torch.nn.Linear(8, 6), sfvq_ext.SFVQ(6, 4))
     load_model(loaded, tmp_path / "model.safetensors")
     vq, vq2 = model[1], loaded[1]
-    assert vq2.initialized and vq2.codebook_size == 8 and vq2.seeded and not sfvq_ext.SFVQ(6, 4).seeded
+    assert vq2.initialized and vq2.current_codebook_size == 8 and vq2.seeded and not sfvq_ext.SFVQ(6, 4).seeded
     for k, v in state.items():
         assert torch.equal(loaded.state_dict()[k], v), k
     # training continues identically: same curve, counts and random stream, no re-initialisation
@@ -438,10 +438,10 @@ def test_weight_without_size_counts_as_initialised_with_a_warning():
     m, x = trained_module(bits=4)
     weight_only = {"weight": m.state_dict()["weight"]}
     fresh = sfvq_ext.SFVQ(6, 4)
-    with pytest.warns(UserWarning, match="codebook_size 16"):
+    with pytest.warns(UserWarning, match="current_codebook_size 16"):
         result = fresh.load_state_dict(weight_only, strict=False)
     assert set(result.missing_keys) == {"segment_counts", "curve_size", "curve_initialized", "rng_state"}
-    assert fresh.initialized and fresh.codebook_size == 16
+    assert fresh.initialized and fresh.current_codebook_size == 16
     before = fresh.weight.detach().clone()
     fresh(x)  # a training batch: no re-initialisation over the loaded curve
     assert torch.equal(fresh.weight.detach(), before)
@@ -463,7 +463,7 @@ def test_values_marked_uninitialised_are_never_overwritten():
     with pytest.raises(RuntimeError, match="holds values"):
         m(torch.randn(16, 4))
     m.set_codebook(m.weight[:4].detach().clone())
-    assert m.initialized and m.codebook_size == 4
+    assert m.initialized and m.current_codebook_size == 4
     m(torch.randn(16, 4))
     m.reset_codebook()
     assert not m.initialized and m.weight.abs().sum() == 0 and m.segment_usage.sum() == 0
@@ -483,10 +483,10 @@ def test_state_dict_from_before_issue_13_loads():
     assert "_extra_state" in state
     m = sfvq_ext.SFVQ(3, 4, gradient="none")
     m.load_state_dict(state)  # strict
-    assert m.initialized and m.codebook_size == 8
+    assert m.initialized and m.current_codebook_size == 8
     torch.testing.assert_close(m.codebook.detach(), state["weight"][:8], rtol=0, atol=0)
     curve = sfvq_ext.load(DATA / "legacy_curve.safetensors")
-    assert curve.codebook_size == 8 and torch.equal(curve.codebook, m.codebook.detach())
+    assert curve.current_codebook_size == 8 and torch.equal(curve.codebook, m.codebook.detach())
     assert torch.equal(curve.segment_usage, m.segment_usage) and curve.segment_usage.sum() > 0
 
 
@@ -552,8 +552,11 @@ def test_freeze_codebook():
     x = torch.randn(64, 5)
     with pytest.raises(RuntimeError, match="frozen"):
         sfvq_ext.SFVQ(5, 3, freeze_codebook=True)(x)  # nothing to freeze yet
-    for frozen_by_init, call_flag, frozen in ((True, None, True), (False, True, True), (True, False, False)):
+    # a frozen weight (requires_grad off) gets no gradient whatever the call says
+    for frozen_by_init, call_flag, frozen in ((True, None, True), (False, True, True), (True, False, True),
+                                              (False, None, False), (False, False, False)):
         m = sfvq_ext.SFVQ(5, 3, freeze_codebook=frozen_by_init)
+        assert m.freeze_codebook == frozen_by_init and m.weight.requires_grad != frozen_by_init
         m.initialize(x)
         xg = x.clone().requires_grad_()
         q, idx, loss = m(xg, freeze_codebook=call_flag)
@@ -561,6 +564,11 @@ def test_freeze_codebook():
         assert (m.weight.grad is None) == frozen
         assert xg.grad.abs().sum() > 0  # the input still learns
         assert m.segment_usage.sum() == 64  # usage is still counted
+    m.freeze_codebook = False  # unfreezing: as requires_grad_(True)
+    m(x)[2].backward()
+    assert m.weight.requires_grad and m.weight.grad.abs().sum() > 0
+    m.weight.requires_grad_(False)
+    assert m.freeze_codebook
 
 
 def test_interface_bad_input():
@@ -595,4 +603,4 @@ def test_assigning_the_modules_own_codebook_keeps_it():
     vq.codebook = vq.codebook
     assert torch.equal(vq.codebook, before)
     vq.set_codebook(vq.codebook.detach())
-    assert torch.equal(vq.codebook, before) and vq.codebook_size == 8
+    assert torch.equal(vq.codebook, before) and vq.current_codebook_size == 8

@@ -77,7 +77,7 @@ def run_fit(args: argparse.Namespace) -> int:
     write_record(out / "fit.json", summary)
     plot_fit(module, draw(source, 5000, torch.Generator().manual_seed(0)), out / "fit.png")
     last = module.history[-1]
-    print(f"curve of {module.codebook_size} vectors: exact-projection MSE {last['projection_mse']:.5g}, "
+    print(f"curve of {module.current_codebook_size} vectors: exact-projection MSE {last['projection_mse']:.5g}, "
           f"perplexity {last['perplexity']:.1f}; wrote {out}/curve.safetensors, fit.json, fit.png")
     return 0
 

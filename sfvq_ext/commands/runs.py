@@ -42,8 +42,8 @@ def _parse_layers(text: str | None):
 
 
 def _check_segment(curve, segment: int) -> None:
-    if not 0 <= segment <= curve.codebook_size - 2:
-        raise ValueError(f"--segment must be in [0, {curve.codebook_size - 2}], got {segment}")
+    if not 0 <= segment <= curve.current_codebook_size - 2:
+        raise ValueError(f"--segment must be in [0, {curve.current_codebook_size - 2}], got {segment}")
 
 
 def _scale(args: argparse.Namespace, adapter, curve) -> int:
@@ -63,8 +63,8 @@ def _render(args: argparse.Namespace) -> int:
     render_codebook(adapter, curve.codebook, out, columns=args.columns, batch_size=args.batch_size,
                     progress=not args.quiet, scale=_scale(args, adapter, curve))
     write_record(out.with_suffix(".json"), {"command": "render", "run": str(run), "image": str(out),
-                                              "codebook_size": curve.codebook_size, "columns": args.columns, **generator})
-    print(f"wrote {out} ({curve.codebook_size} codebook vectors in curve order)")
+                                              "codebook_size": curve.current_codebook_size, "columns": args.columns, **generator})
+    print(f"wrote {out} ({curve.current_codebook_size} codebook vectors in curve order)")
     return 0
 
 

@@ -113,7 +113,7 @@ def _figure(src, caption: str) -> str:
 
 
 def _page(curve, record, edits, baselines, sheet, sheet_segment, seg_changes) -> str:
-    K = curve.codebook_size
+    K = curve.current_codebook_size
     score_rows = "".join(f"<tr><td>{m}</td><td>{s['dominance']:.2f}</td><td>{s['total_change']:.3f}</td></tr>"
                          for m, s in record["scores"].items())
     segment_rows = "".join(f"<tr><td>{i}</td><td>{html.escape(d)}</td><td>{seg_changes[i].sum():.3f}</td></tr>"
