@@ -75,7 +75,8 @@ class Autoencoder(nn.Module):
 def make_quantizer(name: str) -> nn.Module:
     if name.startswith("SFVQ"):
         gradient = "nsvq" if name.endswith("nsvq") else "straight_through"
-        return sfvq_ext.SFVQ(LATENT, BITS, gradient=gradient, start_bits=2 if "grown" in name else BITS)
+        # this benchmark drives the growth itself (expand() per stage, a fresh optimizer after each)
+        return sfvq_ext.SFVQ(LATENT, BITS, gradient=gradient, start_bits=2 if "grown" in name else BITS, grow_every=None)
     from vector_quantize_pytorch import VectorQuantize
 
     if name == "VectorQuantize":
