@@ -251,3 +251,24 @@ def test_a_bfloat16_curve_keeps_coordinates(data_file, tmp_path):
     assert np.abs(coords - torch.from_numpy(coords).bfloat16().double().numpy()).max() > 0.1
     d = sfvq_ext.directions(torch.from_numpy(c).bfloat16())
     assert d.dtype == torch.float32
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_low_precision_curve_does_not_round_the_rows(dtype, data_file, tmp_path):
+    """A bfloat16/float16 curve searches float32 rows in float32 (issue 22): the oracle is the
+    float32 projection onto the same vertices upcast (exact), not onto rows rounded to the curve's dtype."""
+    module = sfvq_ext.SFVQ(dim=6, bits=3, dtype=dtype)
+    with torch.no_grad():
+        module.initialize(torch.randn(4, 6))
+        module.expand()
+        module.weight.copy_(torch.randn(8, 6, generator=torch.Generator().manual_seed(5)))
+    path = tmp_path / "low.safetensors"
+    sfvq_ext.save(module, path)
+    out = tmp_path / "q"
+    assert quantize(path, data_file, out) == 0
+    rows = torch.from_numpy(np.load(data_file))
+    want = sfvq_ext.project(rows, module.codebook.detach().float())
+    np.testing.assert_array_equal(np.load(out / "segments.npy"), want.segment.numpy())
+    np.testing.assert_allclose(np.load(out / "coords.npy"), want.coord.double().numpy(), rtol=1e-6, atol=1e-12)
+    rounded = sfvq_ext.project(rows.to(dtype), module.codebook.detach())  # what the search did before
+    assert not np.array_equal(np.load(out / "coords.npy"), rounded.coord.double().numpy())
