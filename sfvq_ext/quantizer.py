@@ -289,7 +289,7 @@ class SFVQ(nn.Module):
         re-read the buffers when one was swapped (``functional_call``, ``.to()``) or
         written from outside (``copy_``, DDP's broadcast); compiled code reads the
         cached ints, on which the graph is guarded."""
-        if torch.compiler.is_compiling():
+        if torch.compiler.is_compiling() or self.curve_size.is_meta:  # (meta: a module built for deferred init)
             return self._size, self._initialized, self._seeded
         key = self._buffers_key()
         if len(key) != len(self._state_key) or any(a is not b or va != vb for (a, va), (b, vb)

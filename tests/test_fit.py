@@ -1,6 +1,7 @@
 """sfvq_ext.fit: the recipe, reproducibility, sources, the ordering SFVQ exists
 for, checkpoints (atomic, kill-and-resume), and bad input."""
 
+import contextlib
 import math
 import os
 import subprocess
@@ -137,6 +138,17 @@ def test_save_load_round_trip(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["curve.safetensors"]  # no temp files left
 
 
+@contextlib.contextmanager
+def one_thread():
+    """fit_worker.py fits on one thread; the runs compared bit for bit with it do too."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def run_worker(data, out, *extra, check=True):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
     return subprocess.run([sys.executable, str(WORKER), str(data), str(out), *map(str, extra)],
@@ -146,7 +158,8 @@ def run_worker(data, out, *extra, check=True):
 def test_kill_and_resume_equals_uninterrupted_run(tmp_path):
     data = tmp_path / "data.npy"
     np.save(data, gaussian(n=400).numpy())
-    whole = sfvq_ext.fit(data, 4, seed=3, **SMALL)  # the worker's settings, uninterrupted
+    with one_thread():
+        whole = sfvq_ext.fit(data, 4, seed=3, **SMALL)  # the worker's settings, uninterrupted
     checkpoint = tmp_path / "run.safetensors"
     # SIGKILL in the middle of the 3-bit stage (13 steps per epoch, checkpoint every 5)
     killed = run_worker(data, tmp_path / "never.safetensors", "--checkpoint", checkpoint,
@@ -174,7 +187,8 @@ def test_kill_and_resume_with_revivals_and_plateaus_equals_uninterrupted_run(tmp
     data = tmp_path / "data.npy"
     np.save(data, three_clusters().numpy())
     settings = dict(seed=3, window=64, **SMALL)  # the worker's settings; windows of 2 steps
-    whole = sfvq_ext.fit(data, 4, **settings)
+    with one_thread():
+        whole = sfvq_ext.fit(data, 4, **settings)
     assert whole.history[1]["revived"] > 0 and whole.history[1]["stop"] == "converged"  # both happen in stage 3
     checkpoint = tmp_path / "run.safetensors"
     killed = run_worker(data, tmp_path / "never.safetensors", "--checkpoint", checkpoint, "--window", 64,
@@ -227,7 +241,15 @@ def test_checkpoint_written_before_issue_13_resumes(tmp_path):
         sfvq_ext.fit(x, 3, resume=path, **settings)
     resumed = sfvq_ext.fit(x, 3, resume=path, preset="authors", **settings)
     whole = sfvq_ext.fit(x, 3, preset="authors", **settings)
-    assert torch.equal(resumed.codebook, whole.codebook)
+    # The saved state was computed elsewhere (old code, maybe another CPU): it may differ from
+    # this machine's by rounding, about an ulp of the largest codebook entry per step taken
+    # (Adam's own rounding, and its <= lr-sized step times the gradient's relative rounding);
+    # the rest of the fit does not amplify it (measured: k ulps saved give <= k ulps at the end).
+    # Bound: 4 x that over the 18 steps (14 in the 2-bit stage, 4 in the 3-bit one).
+    steps = whole.history[0]["steps"] + info["training"]["step"]
+    bound = 4 * steps * torch.finfo(torch.float32).eps * whole.codebook.abs().max().item()
+    torch.testing.assert_close(resumed.codebook, whole.codebook, rtol=0, atol=bound)
+    # a count changes only if a row is within that rounding of a tie between two segments
     assert torch.equal(resumed.segment_usage, whole.segment_usage)
 
 

@@ -6,7 +6,7 @@
     python make_pickles.py oracle CLONE PKL OUT_PT
         with CLONE's code only: load PKL with the clone's legacy.load_network_pkl and
         save z, c, ws = G_ema.mapping(z, c, truncation_psi=0.7), the images
-        G_ema.synthesis(ws, noise_mode="const", force_fp32=True) and w_avg
+        G_ema.synthesis(ws, noise_mode="const", force_fp32=True) and w_avg (on one thread)
     python make_pickles.py tf-era OUT_DIR
         with the TensorFlow-era stand-in code: a (G, D, Gs) tuple of
         dnnlib.tflib.network.Network (OUT_DIR/tf.pkl) and its variables (OUT_DIR/tf_vars.npz)
@@ -45,6 +45,7 @@ def oracle(clone, pkl, out_pt):
         sys.path.insert(0, clone)
     import legacy
     import torch
+    torch.set_num_threads(1)  # as test_nvlabs maps: W is then computed identically in both processes
     with open(pkl, "rb") as f:
         G = legacy.load_network_pkl(f)["G_ema"]
     gen = torch.Generator().manual_seed(123)
