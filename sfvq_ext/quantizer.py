@@ -390,9 +390,9 @@ class SFVQ(nn.Module):
         if not torch.isfinite(codebook).all():
             raise ValueError("SFVQ.set_codebook: codebook contains NaN or Inf")
         # a copy first: codebook may be a view of weight itself (vq.codebook = vq.codebook)
-        values = codebook.detach().to(self.weight, copy=True)
-        self.weight.zero_()
-        self.weight[:K] = values
+        values = torch.zeros_like(self.weight)
+        values[:K] = codebook.detach().to(self.weight)
+        self.weight.copy_(values)  # one write: a refused one (a sharded weight) leaves the old curve
         self._set_curve(K, True)
         self.reset_usage()
 
@@ -456,6 +456,21 @@ class SFVQ(nn.Module):
         return (f"dim={self.dim}, codebook_size={self.codebook_size}, current_codebook_size={size}, "
                 f"grow_every={self.grow_every}, gradient={self.gradient!r}"
                 + "".join(f", {f}" for f in flags) + ("" if initialized else ", uninitialized"))
+
+    def __getstate__(self) -> dict:
+        """Pickling (``torch.save`` of a model, ``spawn``, ``deepcopy``) leaves out the
+        ``torch.Generator`` the stream was seeded from: the stream lives in ``rng_state``
+        (as after loading a state dict), and a Generator cannot cross ``spawn``."""
+        return {**super().__getstate__(), "_generator": None, "_state_key": (), "_replay": list(self._replay)}
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        # a module pickled before automatic growth and the state read from tensors
+        self.__dict__.setdefault("grow_every", None)
+        self.__dict__.setdefault("_state_key", ())
+        self.__dict__.setdefault("_replay", [])
+        if "stage_steps" not in self._buffers:
+            self.register_buffer("stage_steps", torch.zeros((), dtype=torch.int64, device=self.curve_size.device))
 
     # -- randomness --------------------------------------------------------
 
