@@ -375,18 +375,38 @@ torch.library.register_autograd("sfvq::dithered_quantize", _dithered_backward, s
 # forward and backward through the ops' own batching.
 
 
-def _function(name: str, op, setup, backward) -> type:
+def _function(name: str, forward, setup, backward) -> type:
+    # forward is a plain function of the op's arguments (no ctx: setup_context takes it)
     return type(name, (torch.autograd.Function,), {
         "generate_vmap_rule": True,
-        "forward": staticmethod(lambda *args: op(*args)),
+        "forward": staticmethod(forward),
         "setup_context": staticmethod(setup),
         "backward": staticmethod(backward),
     })
 
 
-_Project = _function("_Project", torch.ops.sfvq.project, _project_setup, _project_backward)
-_Nearest = _function("_Nearest", torch.ops.sfvq.nearest, _nearest_setup, _nearest_backward)
-_Decode = _function("_Decode", torch.ops.sfvq.decode, _decode_setup, _decode_backward)
-_Expand = _function("_Expand", torch.ops.sfvq.expand, _expand_setup, _expand_backward)
-_DitheredQuantize = _function("_DitheredQuantize", torch.ops.sfvq.dithered_quantize, _dithered_setup,
-                              _dithered_backward)
+def _project_forward(x, codebook, mode):
+    return torch.ops.sfvq.project(x, codebook, mode)
+
+
+def _nearest_forward(x, points):
+    return torch.ops.sfvq.nearest(x, points)
+
+
+def _decode_forward(coord, codebook):
+    return torch.ops.sfvq.decode(coord, codebook)
+
+
+def _expand_forward(codebook, eps):
+    return torch.ops.sfvq.expand(codebook, eps)
+
+
+def _dithered_forward(x, codebook, dither):
+    return torch.ops.sfvq.dithered_quantize(x, codebook, dither)
+
+
+_Project = _function("_Project", _project_forward, _project_setup, _project_backward)
+_Nearest = _function("_Nearest", _nearest_forward, _nearest_setup, _nearest_backward)
+_Decode = _function("_Decode", _decode_forward, _decode_setup, _decode_backward)
+_Expand = _function("_Expand", _expand_forward, _expand_setup, _expand_backward)
+_DitheredQuantize = _function("_DitheredQuantize", _dithered_forward, _dithered_setup, _dithered_backward)
