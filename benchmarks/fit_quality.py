@@ -45,7 +45,7 @@ import torch
 
 import sfvq_ext
 from sfvq_ext.data import NpyShards
-from sfvq_ext.report import plot_fit
+from sfvq_ext.fit_report import plot_fit
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fit_data import CLUSTERS, SIZES, Mixture, write_shards  # noqa: E402
@@ -162,7 +162,7 @@ def fit_som(x: torch.Tensor, K: int, seed: int) -> torch.Tensor:
 def load_data(size: str, data_dir: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The rows, and the mixture's cluster means (None for the demo latents)."""
     if size == "demo":
-        from sfvq_ext.adapters import open_generator
+        from sfvq_ext.commands.generators import open_generator
 
         return open_generator("demo").sample_latents(65_536, seed=0).float(), None
     spec = SIZES[size]

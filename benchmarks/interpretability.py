@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 import sfvq_ext
-from sfvq_ext.baselines import ganspace_directions, sefa_directions
+from sfvq_ext.interpret import ganspace_directions, sefa_directions
 from sfvq_ext.demo import load_generator, load_probe
 from sfvq_ext.demo.measure import edit_step, factor_changes, method_score
 from sfvq_ext.interpret import layer_profiles

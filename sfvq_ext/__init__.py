@@ -6,9 +6,7 @@ coordinates back to points, :func:`expand` doubles the codebook and
 :func:`init_codebook` gives the 4-vector starting curve.
 """
 
-import re
-
-import torch  # loads libtorch: the compiled extension links to it without an rpath
+import torch as _torch  # loads libtorch: the compiled extension links to it without an rpath
 
 # The oldest torch the compiled extension runs on: it is built on the LibTorch
 # stable ABI of this version, so any newer torch runs it without a rebuild.
@@ -17,12 +15,14 @@ TORCH_TARGET = "2.10"
 
 
 def _check_torch_version() -> None:
-    found = re.match(r"(\d+)\.(\d+)", torch.__version__)
+    import re
+
+    found = re.match(r"(\d+)\.(\d+)", _torch.__version__)
     have = (int(found.group(1)), int(found.group(2))) if found else (0, 0)
     need = tuple(int(part) for part in TORCH_TARGET.split("."))
     if have < need:
         raise ImportError(
-            f"sfvq_ext needs torch >= {TORCH_TARGET} but torch {torch.__version__} is installed; "
+            f"sfvq_ext needs torch >= {TORCH_TARGET} but torch {_torch.__version__} is installed; "
             f"upgrade it with: pip install --upgrade 'torch>={TORCH_TARGET}'"
         )
 
@@ -37,12 +37,12 @@ def _load_cuda_kernels() -> str | None:
     can run them; returns None then, else why they are not registered."""
     if not _C.cuda_built:
         return "this build of sfvq_ext has no CUDA kernels (built without nvcc, against a CPU-only torch, or with SFVQ_CUDA=OFF)"
-    if torch.version.cuda is None:
-        return f"torch {torch.__version__} is a CPU-only build"
+    if _torch.version.cuda is None:
+        return f"torch {_torch.__version__} is a CPU-only build"
     try:
         from . import _C_cuda  # noqa: F401
     except ImportError as error:
-        return f"the CUDA kernels did not load under torch {torch.__version__}: {error}"
+        return f"the CUDA kernels did not load under torch {_torch.__version__}: {error}"
     return None
 
 
@@ -55,7 +55,14 @@ from .interpret import directions
 
 __version__ = "0.1.0"
 
-__all__ = ["SFVQ", "fit", "save", "load", "directions", "Projection", "project", "nearest", "decode", "expand", "dithered_quantize", "init_codebook", "build_info", "TORCH_TARGET", "__version__"]
+__all__ = ["SFVQ", "fit", "save", "load", "directions", "Projection", "project", "nearest", "decode", "expand",
+           "dithered_quantize", "init_codebook", "build_info", "TORCH_TARGET", "__version__"]
+# The subpackages a user imports: `from sfvq_ext import adapters, interpret, reference`.
+_SUBPACKAGES = ("adapters", "interpret", "reference", "demo", "explore")
+
+
+def __dir__() -> list[str]:
+    return sorted([*__all__, *_SUBPACKAGES])
 
 
 def build_info() -> dict:
@@ -64,10 +71,10 @@ def build_info() -> dict:
         "sfvq_ext": __version__,
         "built_with_torch": _C.built_with_torch,
         "runs_on_torch": f">= {_C.torch_target} (LibTorch stable ABI)",
-        "torch": torch.__version__,
+        "torch": _torch.__version__,
         # CUDA kernels registered (torch.ops.sfvq.* run on CUDA tensors), and if not, why.
         "cuda_kernels": _cuda_not_registered is None,
         "cuda_kernels_missing_because": _cuda_not_registered,
-        "cuda_available": torch.cuda.is_available(),
-        "threads": torch.get_num_threads(),
+        "cuda_available": _torch.cuda.is_available(),
+        "threads": _torch.get_num_threads(),
     }

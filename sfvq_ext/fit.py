@@ -2,15 +2,15 @@
 curve, train again, ... up to ``2**bits`` vectors.
 
 Every stage trains the dithered-quantization loss with a fresh Adam. How long a
-stage trains and at what learning rate is a :class:`Recipe`; two are named
-(:data:`PRESETS`):
+stage trains and at what learning rate is a :class:`~sfvq_ext.recipe.Recipe`; two
+are named (:data:`~sfvq_ext.recipe.PRESETS`):
 
 * ``"default"``: the learning rate is a fraction of the data's spread (so the
   same setting works for latents of any scale), a stage stops when its loss stops
   improving (the learning rate is halved at every plateau, the stage ends after the
   third), stretches of the curve no row uses are moved, in order, onto the busiest
-  segments (:func:`revive_unused`) and the used pieces are visited in a shorter tour
-  (:func:`shorten_bridges`);
+  segments and the used pieces are visited in a shorter tour
+  (:mod:`sfvq_ext.curve_surgery`);
 * ``"authors"``: the original authors' recipe (Vali & Bäckström, "Interpretable
   latent space using space-filling curves for phonetic analysis in voice
   conversion", Interspeech 2023; their train.py): batch 64, Adam at 1e-3 in the
@@ -42,205 +42,16 @@ from tqdm.auto import tqdm
 
 from . import ops
 from .checkpoint import module_from, module_info, read_checkpoint, write_checkpoint
+from .curve_surgery import revive_unused, shorten_bridges
 from .data import VectorSource, as_source, draw
 from .quantizer import SFVQ
+from .recipe import PRESETS, Recipe, flat_settings, learning_rate_at, legacy_settings, recipe_record
 
-__all__ = ["fit", "Recipe", "PRESETS", "revive_unused", "shorten_bridges", "learning_rate_at"]
+__all__ = ["fit", "squared_error_and_grad"]
 
 START_BITS = 2
 # Revivals per stage: each restarts the plateau rule, so a bound keeps every stage finite.
 MAX_REVIVALS = 3
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """How every stage of a fit trains (see :data:`PRESETS`).
-
-    Attributes:
-        batch_size: rows per step (summed over ranks); ``None``: an epoch's rows / 64,
-            clamped to [64, 1024] (so small data still gets steps enough to converge).
-        lr: Adam's learning rate; with ``lr_unit="data"`` in units of the data's
-            spread (the root mean square of the per-component standard deviations of
-            the initialisation sample) at batch 1024, scaled by ``sqrt(batch / 1024)``
-            for other batch sizes (smaller batches, noisier steps); with
-            ``"absolute"`` in the data's own units, as given.
-        lr_unit: ``"data"`` or ``"absolute"``.
-        schedule: ``"plateau"``: the rate is multiplied by ``gamma`` whenever a window's
-            mean loss fails to beat the best window so far by the fraction ``tol``, and
-            the stage stops at the ``decays + 1``-th such window (or after ``epochs``
-            epochs); ``"milestones"``: ``epochs`` epochs, the rate multiplied by
-            ``gamma`` at each of ``milestones`` (fractions of the stage).
-        epochs: epochs per stage (``"milestones"``) or the most epochs per stage (``"plateau"``).
-        milestones, gamma: as above.
-        window: rows per loss window (losses are averaged over it; revival looks at it).
-        tol, decays: the plateau rule, as above.
-        revive: at the end of a window in which some segment got no row, move the
-            vertices of such stretches onto the busiest segments (:func:`revive_unused`)
-            and shorten the unused segments left between the used pieces by reversing
-            stretches of the curve (:func:`shorten_bridges`), at most ``MAX_REVIVALS`` (3)
-            times per stage.
-        expand_eps: spacing of the new vertices when the curve doubles (:func:`sfvq_ext.expand`).
-    """
-
-    batch_size: int | None
-    lr: float
-    lr_unit: str
-    schedule: str
-    epochs: int
-    milestones: tuple[float, ...] = (0.6, 0.8)
-    gamma: float = 0.5
-    window: int = 65_536
-    tol: float = 0.01
-    decays: int = 2
-    revive: bool = False
-    expand_eps: float = 0.01
-
-    def check(self) -> None:
-        """Raise ``ValueError`` naming the first setting out of range."""
-        for name in ("batch_size", "epochs", "window"):
-            value = getattr(self, name)
-            if value is None and name == "batch_size":
-                continue
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"fit: {name} must be an int >= 1, got {value!r}")
-        if not isinstance(self.revive, bool):
-            raise ValueError(f"fit: revive must be True or False, got {self.revive!r}")
-        if not isinstance(self.decays, int) or self.decays < 0:
-            raise ValueError(f"fit: decays must be an int >= 0, got {self.decays!r}")
-        if not self.lr > 0 or not math.isfinite(self.lr):
-            raise ValueError(f"fit: lr must be positive and finite, got {self.lr!r}")
-        if self.lr_unit not in ("data", "absolute"):
-            raise ValueError(f"fit: lr_unit must be 'data' or 'absolute', got {self.lr_unit!r}")
-        if self.schedule not in ("plateau", "milestones"):
-            raise ValueError(f"fit: schedule must be 'plateau' or 'milestones', got {self.schedule!r}")
-        if not 0 < self.gamma <= 1:
-            raise ValueError(f"fit: gamma must be in (0, 1], got {self.gamma!r}")
-        if not 0 <= self.tol < 1:
-            raise ValueError(f"fit: tol must be in [0, 1), got {self.tol!r}")
-        if not all(0 < m < 1 for m in self.milestones):
-            raise ValueError(f"fit: milestones must be fractions in (0, 1), got {self.milestones!r}")
-        if not 0 < self.expand_eps < 0.5:
-            raise ValueError(f"fit: expand_eps must be in (0, 0.5), got {self.expand_eps!r}")
-
-
-PRESETS = {
-    # Measured in benchmarks/fit_quality.py (results/fit_quality.md): against "authors" at the
-    # old defaults (batch 256) a lower curve error, more segments in use, in less time.
-    "default": Recipe(batch_size=None, lr=0.01, lr_unit="data", schedule="plateau", epochs=20, window=65_536,
-                      tol=0.01, decays=2, revive=True),
-    # Vali & Bäckström's train.py (Interspeech 2023), reproduced by benchmarks/authors_example.py.
-    "authors": Recipe(batch_size=64, lr=1e-3, lr_unit="absolute", schedule="milestones", epochs=5),
-}
-
-
-def learning_rate_at(step: int, total: int, lr: float, milestones=(0.6, 0.8), gamma: float = 0.5) -> float:
-    """The stage's learning rate at ``step`` of ``total``: ``lr`` times ``gamma`` per milestone passed."""
-    passed = sum(step >= round(m * total) for m in milestones)
-    return lr * gamma**passed
-
-
-@torch.no_grad()
-def revive_unused(codebook: Tensor, counts: Tensor) -> tuple[Tensor, Tensor, int]:
-    """Move the vertices of unused stretches of the curve onto its busiest segments,
-    keeping the order of every other vertex.
-
-    ``codebook`` ``(K, D)``; ``counts`` ``(K-1,)``: rows per segment over some period.
-    A vertex is unused when neither segment beside it got a row. Those vertices are
-    taken out (the curve then runs straight from the last used vertex to the next:
-    nothing any row was quantized to changes), and the same number are put back
-    on the remaining segments in proportion to their rows (largest remainders first),
-    evenly spaced along each segment, so the curve's shape is unchanged there and
-    each new vertex starts with rows to learn from. Returns the new codebook (same
-    shape and dtype), its counts (a split segment's rows shared evenly by its parts;
-    float64) and the number of vertices moved (0: ``codebook`` and ``counts`` themselves).
-    Raises ``ValueError`` for mismatched shapes.
-    """
-    K = codebook.shape[0]
-    if codebook.dim() != 2 or counts.shape != (K - 1,):
-        raise ValueError(f"revive_unused: codebook must be (K, D) and counts (K-1,), got "
-                         f"{tuple(codebook.shape)} and {tuple(counts.shape)}")
-    counts_cpu = counts.cpu()
-    used = counts_cpu > 0
-    if not used.any():
-        return codebook, counts, 0
-    needed = torch.zeros(K, dtype=torch.bool)
-    needed[:-1] |= used
-    needed[1:] |= used
-    keep = needed.nonzero().squeeze(1)
-    moved = K - len(keep)
-    if moved == 0:
-        return codebook, counts, 0
-    # rows of each remaining segment keep[a] -> keep[a+1] (sums of the segments it replaces)
-    total = torch.cat([torch.zeros(1, dtype=torch.float64), counts_cpu.double().cumsum(0)])
-    load = total[keep[1:]] - total[keep[:-1]]
-    share = load * (moved / load.sum())
-    extra = share.floor().long()
-    short = moved - int(extra.sum())
-    if short:  # largest remainders first (ties: the earlier segment)
-        extra[torch.argsort(share - extra, descending=True, stable=True)[:short]] += 1
-    pieces = extra + 1
-    # segment a becomes `pieces[a]` equal parts: points at fractions 1/p, 2/p, ..., p/p
-    seg = torch.repeat_interleave(torch.arange(len(pieces)), pieces)
-    first = torch.cumsum(pieces, 0) - pieces
-    frac = (torch.arange(len(seg)) - first[seg] + 1).double() / pieces[seg].double()
-    c = codebook.detach().cpu().double()
-    start, end = c[keep[seg]], c[keep[seg + 1]]
-    points = start + frac[:, None] * (end - start)
-    points[frac == 1] = end[frac == 1]  # the kept vertices themselves, exactly
-    out = torch.cat([c[keep[:1]], points]).to(codebook)
-    return out, (load / pieces)[seg], moved
-
-
-@torch.no_grad()
-def shorten_bridges(codebook: Tensor, counts: Tensor, max_moves: int = 10_000) -> tuple[Tensor, Tensor, int]:
-    """Shorten the unused segments ("bridges") between the used pieces of the curve by
-    reversing the stretch between two of them (2-opt), or the stretch before or after
-    one, whenever that shortens the bridges: the curve then visits the same pieces,
-    each still in its own order, in a shorter tour (no out-and-back excursions that
-    a reversal can remove).
-
-    Bridges are the segments with zero ``counts`` ``(K-1,)`` (run :func:`revive_unused`
-    first, so each unused stretch is one segment). Every used segment stays a segment
-    of the curve, so no row's nearest point on a used segment moves. Best move first,
-    at most ``max_moves`` moves. Returns the reordered codebook ``(K, D)``, its counts,
-    and the number of reversals (0: the inputs themselves).
-    """
-    K = codebook.shape[0]
-    bridge = (counts.cpu() == 0).nonzero().squeeze(1)
-    if len(bridge) == 0 or len(bridge) == K - 1:
-        return codebook, counts, 0
-    c = codebook.detach().cpu().double()
-    order = torch.arange(K)
-    counts = counts.cpu().double().clone()
-    moves = 0
-    while moves < max_moves:
-        a, b = c[order[bridge]], c[order[bridge + 1]]  # each bridge runs a -> b
-        length = (b - a).norm(dim=1)
-        # reverse order[i+1 .. j] for bridges i < j: bridges a_i->b_i, a_j->b_j become a_i->a_j, b_i->b_j
-        gain = length[:, None] + length[None, :] - torch.cdist(a, a) - torch.cdist(b, b)
-        gain = gain.triu(diagonal=1)
-        # reverse the start (order[0 .. i]) or the end (order[i+1 ..]): a_i->b_i becomes c_first->b_i / a_i->c_last
-        first, last = c[order[0]], c[order[-1]]
-        gain_start = length - (b - first).norm(dim=1)
-        gain_end = length - (last - a).norm(dim=1)
-        best = torch.stack([gain.max(), gain_start.max(), gain_end.max()])
-        kind = int(best.argmax())
-        if not best[kind] > 1e-9 * float(length.max()):
-            break
-        if kind == 0:
-            i, j = divmod(int(gain.argmax()), len(bridge))
-            lo, hi = int(bridge[i]) + 1, int(bridge[j])  # vertices lo..hi, segments lo..hi-1
-        elif kind == 1:
-            lo, hi = 0, int(bridge[int(gain_start.argmax())])
-        else:
-            lo, hi = int(bridge[int(gain_end.argmax())]) + 1, K - 1
-        order[lo : hi + 1] = order[lo : hi + 1].flip(0)
-        counts[lo:hi] = counts[lo:hi].flip(0)
-        bridge = (counts == 0).nonzero().squeeze(1)
-        moves += 1
-    if moves == 0:
-        return codebook, counts, 0
-    return codebook[order.to(codebook.device)].clone(), counts, moves
 
 
 def squared_error_and_grad(x: Tensor, codebook: Tensor, dither: Tensor, divisor: float) -> tuple[Tensor, Tensor, Tensor]:
@@ -289,28 +100,6 @@ class _Progress:
     complete: bool = False
 
 
-_LEGACY = ("epochs", "batch_size", "lr", "expand_eps", "milestones", "gamma")
-
-
-def _legacy_settings(settings: dict) -> dict:
-    """The settings of a checkpoint written before presets existed (its recipe was the
-    authors' milestone schedule) in today's form."""
-    recipe = dataclasses.replace(PRESETS["authors"], **{k: settings[k] for k in _LEGACY if k in settings})
-    rest = {k: v for k, v in settings.items() if k not in _LEGACY}
-    return {**rest, "preset": "authors", "recipe": _recipe_record(recipe)}
-
-
-def _flat_settings(settings: dict) -> dict:
-    """The recipe's fields by name, beside the other settings (to compare and name them one by one)."""
-    return {**{k: v for k, v in settings.items() if k != "recipe"}, **settings.get("recipe", {})}
-
-
-def _recipe_record(recipe: Recipe) -> dict:
-    record = dataclasses.asdict(recipe)
-    record["milestones"] = list(recipe.milestones)  # as JSON reads it back
-    return record
-
-
 class _Fit:
     def __init__(self, source: VectorSource, bits, preset, recipe: Recipe, seed, device, checkpoint,
                  checkpoint_every, samples_per_epoch, init_samples, eval_samples, progress, callback):
@@ -328,7 +117,7 @@ class _Fit:
         # a window is at most an epoch, so small data is judged once per epoch
         self.window_steps = min(max(1, math.ceil(recipe.window / self.batch_size)), self.steps_per_epoch)
         self.settings = {
-            "bits": bits, "seed": seed, "preset": preset, "recipe": _recipe_record(recipe),
+            "bits": bits, "seed": seed, "preset": preset, "recipe": recipe_record(recipe),
             "samples_per_epoch": samples_per_epoch, "init_samples": init_samples, "world_size": self.world,
             "source": {k: v for k, v in source.describe().items() if k != "path"},
         }
@@ -402,8 +191,8 @@ class _Fit:
         tensors, info = read_checkpoint(path)
         if "training" not in info:
             raise ValueError(f"resume: {path} holds a fitted curve, not a training checkpoint")
-        saved = info["settings"] if "recipe" in info["settings"] else _legacy_settings(info["settings"])
-        saved, now = _flat_settings(saved), _flat_settings(self.settings)
+        saved = info["settings"] if "recipe" in info["settings"] else legacy_settings(info["settings"])
+        saved, now = flat_settings(saved), flat_settings(self.settings)
         differ = {k: (saved.get(k), v) for k, v in now.items() if saved.get(k) != v}
         if differ:
             detail = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in differ.items())

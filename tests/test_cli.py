@@ -190,8 +190,8 @@ def test_commands_import_only_what_they_use(tmp_path):
     module = sfvq_ext.SFVQ(dim=6, bits=2)
     module.initialize(torch.randn(4, 6))
     sfvq_ext.save(module, tmp_path / "curve.safetensors")
-    heavy = ("matplotlib", "PIL", "scipy", "sklearn", "sfvq_ext.adapters", "sfvq_ext.explore", "sfvq_ext.report",
-             "sfvq_ext.baselines", "sfvq_ext.demo")
+    heavy = ("matplotlib", "PIL", "scipy", "sklearn", "sfvq_ext.adapters", "sfvq_ext.explore", "sfvq_ext.fit_report",
+             "sfvq_ext.demo")
     runs = {"import": None, "--help": ["--help"], "fit --help": ["fit", "--help"],
             "quantize": ["quantize", str(tmp_path / "curve.safetensors"), str(tmp_path / "x.npy"), "--out",
                          str(tmp_path / "q"), "--quiet"]}

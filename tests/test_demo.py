@@ -117,7 +117,7 @@ def test_demo_end_to_end(tmp_path):
 
 def test_demo_generator_spec():
     """`--generator demo` opens the shipped generator: the same images as load_generator()."""
-    from sfvq_ext.adapters import open_generator
+    from sfvq_ext.commands.generators import open_generator
 
     g = open_generator("demo")
     w = g.sample_latents(3, seed=5)

@@ -15,7 +15,9 @@ import torch
 import sfvq_ext
 from sfvq_ext import checkpoint as ckpt
 from sfvq_ext import reference
-from sfvq_ext.fit import PRESETS, learning_rate_at, revive_unused, shorten_bridges, squared_error_and_grad
+from sfvq_ext.curve_surgery import revive_unused, shorten_bridges
+from sfvq_ext.fit import squared_error_and_grad
+from sfvq_ext.recipe import PRESETS, learning_rate_at
 
 WORKER = Path(__file__).with_name("fit_worker.py")
 SMALL = dict(epochs=2, batch_size=32, progress=False)

@@ -10,7 +10,7 @@ from PIL import Image
 
 import sfvq_ext
 from sfvq_ext.adapters import StyleGAN2Adapter, StyleGAN2Generator
-from sfvq_ext.baselines import ganspace_directions, sefa_directions, style_weights
+from sfvq_ext.interpret import ganspace_directions, sefa_directions, style_weights
 from sfvq_ext.interpret import augment_segment, edit_grid, image_grid, render_codebook, to_uint8
 
 

@@ -22,7 +22,7 @@ def run_fit(args: argparse.Namespace) -> int:
 
     import sfvq_ext
     from sfvq_ext.data import SamplerSource, as_source, draw
-    from sfvq_ext.report import plot_fit
+    from sfvq_ext.fit_report import plot_fit
 
     started = time.perf_counter()
     out = Path(args.out)
@@ -39,7 +39,7 @@ def run_fit(args: argparse.Namespace) -> int:
     samples_per_epoch = None
     if args.generator is not None:
         options = generator_options(args)
-        adapter = open_generator(args.generator, options, args.device)
+        adapter = open_generator(args.generator, device=args.device, **options)
         if options["truncation"] is None and hasattr(adapter, "truncation"):
             options["truncation"] = adapter.truncation  # BigGAN: record the value it renders with
         source = SamplerSource(adapter.latent_sampler(**sampling_options(options)), dim=adapter.latent_dim)

@@ -25,7 +25,7 @@ def _open_run(args: argparse.Namespace):
         spec, options = saved.pop("spec"), saved
     else:
         raise ValueError(f"{run} was not fitted on a generator (no {GENERATOR_FILE}); name one with --generator SPEC")
-    adapter = open_generator(spec, options, args.device)
+    adapter = open_generator(spec, device=args.device, **options)
     if adapter.latent_dim != curve.dim:
         raise ValueError(f"the generator's latents have width {adapter.latent_dim}, the curve in {run} has {curve.dim}")
     return run, curve, adapter, {"generator": spec, **options}
@@ -72,7 +72,7 @@ def _edit_direction(args: argparse.Namespace, curve, adapter, generator: dict) -
     """The direction to edit along: a curve segment, or a GANSpace / SeFa component
     (the baselines, computed on the same generator) for comparison."""
     import sfvq_ext
-    from sfvq_ext.baselines import ganspace_directions, sefa_directions
+    from sfvq_ext.interpret import ganspace_directions, sefa_directions
 
     chosen = [name for name in ("segment", "ganspace", "sefa") if getattr(args, name) is not None]
     if len(chosen) != 1:

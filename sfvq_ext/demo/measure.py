@@ -47,7 +47,7 @@ def factor_changes(adapter, probe, latents: Tensor, directions: Tensor, strength
     probe's class probabilities (0..1). ``layers``: all (None), one selection, or one
     per direction. This is :func:`sfvq_ext.interpret.probe_table` with
     :class:`FactorScores`."""
-    from ..probe import probe_table
+    from ..interpret import probe_table
 
     table = probe_table(adapter, FactorScores(probe), latents, directions, strength, layers=layers,
                         batch_size=batch_size, progress=False)

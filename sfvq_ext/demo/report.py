@@ -13,10 +13,9 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import directions, fit, save
-from ..baselines import ganspace_directions, sefa_directions
 from ..checkpoint import atomic_write_bytes
-from ..interpret import augment_segment, edit_grid, render_codebook
-from ..report import plot_fit
+from ..fit_report import plot_fit
+from ..interpret import augment_segment, edit_grid, ganspace_directions, render_codebook, sefa_directions
 from . import load_generator, load_probe, world
 from .measure import FactorScores, describe, edit_step, factor_changes, method_score
 

@@ -21,9 +21,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..checkpoint import atomic_write_bytes
-from ..interpret import edit_grid, image_grid, save_png, to_uint8
-from ..layer_profile import layer_groups
-from ..ranking import rank_segments
+from ..interpret import edit_grid, image_grid, layer_groups, rank_segments, save_png, to_uint8
 from .page import render_page
 
 STEPS = (-2.0, -1.0, 0.0, 1.0, 2.0)  # edit grid columns, in edit steps

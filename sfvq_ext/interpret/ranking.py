@@ -11,32 +11,10 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .layer_profile import DEFAULT_COVERAGE, LayerProfile, image_change, layer_profiles
-
-DEFAULT_JUMP_FACTOR = 3.0
-
-
-def segment_lengths(codebook: Tensor) -> Tensor:
-    """``||c_{i+1} - c_i||`` for every segment, float64 ``(K-1,)``."""
-    if not isinstance(codebook, Tensor) or codebook.dim() != 2 or codebook.shape[0] < 2 \
-            or not codebook.is_floating_point():
-        got = tuple(codebook.shape) if isinstance(codebook, Tensor) else type(codebook).__name__
-        raise ValueError(f"codebook must be a floating-point (K, D) tensor with K >= 2, got {got}")
-    c = codebook.detach().double()
-    return (c[1:] - c[:-1]).norm(dim=1).cpu()
-
-
-def jump_segments(codebook: Tensor, factor: float = DEFAULT_JUMP_FACTOR) -> Tensor:
-    """Segments that jump: longer than ``factor`` times the median segment length
-    (bool ``(K-1,)``). A trained curve's segments join neighbouring codebook vectors;
-    one much longer than the rest crosses between regions of the latent space (it
-    bridges two clusters, through where the data is thin), so its direction is the
-    difference between two regions, not an edit. Raises ``ValueError`` for a bad
-    codebook or a factor <= 1."""
-    if not factor > 1:
-        raise ValueError(f"jump_segments: factor must be > 1, got {factor}")
-    lengths = segment_lengths(codebook)
-    return lengths > factor * lengths.median()
+from .change import image_change
+from .directions import DEFAULT_JUMP_FACTOR, directions as unit_directions, jump_segments, segment_lengths
+from .layer_profile import DEFAULT_COVERAGE, LayerProfile, layer_profiles
+from .probe import probe_table
 
 
 @dataclass
@@ -86,9 +64,6 @@ def rank_segments(adapter, codebook: Tensor, latents: Tensor, strength: float, *
     probe exclusivity`` (large, local, one thing), then the other non-jump segments
     by change, then the jumps by length. Returns a list of :class:`SegmentRank`.
     Raises ``ValueError`` for a bad codebook, strength or profile_top."""
-    from .interpret import directions as unit_directions
-    from .probe import probe_table
-
     lengths = segment_lengths(codebook)
     if not isinstance(strength, (int, float)) or not math.isfinite(strength):
         raise ValueError(f"rank_segments: strength must be a finite number, got {strength!r}")

@@ -13,50 +13,13 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .change import image_change, probe_change
+from .directions import check_directions
+
 DEFAULT_COVERAGE = 0.9
-
-
-def image_change(before: Tensor, after: Tensor, *, min_size: int = 8) -> Tensor:
-    """Multi-scale pixel change between two batches of images, one number per image.
-
-    ``before``, ``after``: float ``(n, 3, H, W)`` in ``[-1, 1]`` (an adapter's
-    renders), the same shape. Returns float64 ``(n,)``: the mean, over the levels of
-    an image pyramid (full size, then 2x2 average-pooled again and again while the
-    side stays >= ``min_size``; one level when the image is already smaller), of the
-    RMS difference of the two images at that level, in pixel units of the [-1, 1]
-    range (0 = identical, 2 = black vs white everywhere). Coarse levels weigh what
-    moves large areas (position, shape, colour), the full level fine detail; no
-    network weights, nothing to download. Raises ``ValueError`` for mismatched or
-    malformed inputs."""
-    for name, value in (("before", before), ("after", after)):
-        if not isinstance(value, Tensor) or value.dim() != 4 or not value.is_floating_point():
-            got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-            raise ValueError(f"image_change: {name} must be a float (n, C, H, W) tensor, got {got}")
-    if before.shape != after.shape:
-        raise ValueError(f"image_change: before and after differ in shape: {tuple(before.shape)} vs {tuple(after.shape)}")
-    if min_size < 1:
-        raise ValueError(f"image_change: min_size must be positive, got {min_size}")
-    a, b = before.double(), after.double()
-    levels = []
-    while True:
-        levels.append((a - b).pow(2).flatten(1).mean(1).sqrt())
-        if min(a.shape[-2:]) // 2 < min_size:
-            break
-        a, b = F.avg_pool2d(a, 2), F.avg_pool2d(b, 2)
-    return torch.stack(levels).mean(0)
-
-
-def probe_change(probe, before: Tensor, after: Tensor) -> Tensor:
-    """Image change read by a probe (any callable ``images -> (n, F)`` scores):
-    per image the sum over the F scores of ``|probe(after) - probe(before)|``,
-    float64 ``(n,)``, in the scores' own units."""
-    from .probe import call_probe
-
-    return (call_probe(probe, after) - call_probe(probe, before)).abs().sum(1)
 
 
 def suggest_layers(profile, coverage: float = DEFAULT_COVERAGE) -> range:
@@ -126,19 +89,6 @@ class LayerProfile:
                    max(0.0, 1 - entropy / math.log(L)))
 
 
-def _check_directions(directions: Tensor, latent_dim: int, where: str) -> Tensor:
-    if not isinstance(directions, Tensor) or not directions.is_floating_point():
-        raise ValueError(f"{where}: directions must be a floating-point tensor (M, {latent_dim}) or ({latent_dim},)")
-    if directions.dim() == 1:
-        directions = directions[None]
-    if directions.dim() != 2 or directions.shape[1] != latent_dim:
-        raise ValueError(f"{where}: directions must have shape (M, {latent_dim}) or ({latent_dim},), "
-                         f"got {tuple(directions.shape)}")
-    if not torch.isfinite(directions).all():
-        raise ValueError(f"{where}: directions contain NaN or Inf")
-    return directions.detach()
-
-
 @torch.no_grad()
 def layer_profiles(adapter, latents: Tensor, directions: Tensor, strength: float, *, probe=None,
                    coverage: float = DEFAULT_COVERAGE, batch_size: int = 16, progress: bool = True) -> list[LayerProfile]:
@@ -161,7 +111,7 @@ def layer_profiles(adapter, latents: Tensor, directions: Tensor, strength: float
     each profile is the whole edit's change and the range is that one layer.
     Returns one :class:`LayerProfile` per direction. Raises ``ValueError`` for bad
     directions, strength or coverage."""
-    directions = _check_directions(directions, adapter.latent_dim, "layer_profiles")
+    directions = check_directions(directions, adapter.latent_dim, "layer_profiles")
     if not isinstance(strength, (int, float)) or not math.isfinite(strength):
         raise ValueError(f"layer_profiles: strength must be a finite number, got {strength!r}")
     if not 0 < coverage <= 1:

@@ -1,10 +1,6 @@
-"""Reading a fitted curve as a map of the latent space.
-
-Here: editing directions, the codebook in curve order, edit grids, augmentation
-sets. Also importable from here (defined in their own modules): the layer profile
-of a direction and its suggested W+ range (:mod:`sfvq_ext.layer_profile`), the
-bring-your-own probe table (:mod:`sfvq_ext.probe`) and the segment ranking
-(:mod:`sfvq_ext.ranking`)."""
+"""The bottom of the interpretation layer: pictures. Image grids saved as PNG, the
+codebook rendered in curve order, edit grids along a direction, and controlled
+augmentation sets along a segment."""
 
 from __future__ import annotations
 
@@ -13,20 +9,6 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
-
-
-def directions(codebook: Tensor) -> Tensor:
-    """Editing directions of the curve: row i is the unit vector from ``c_i`` to
-    ``c_{i+1}`` (segment i), ``(K-1, D)``, in the codebook's dtype promoted to at least
-    float32. A zero-length segment gives a zero row."""
-    if not isinstance(codebook, Tensor) or codebook.dim() != 2 or codebook.shape[0] < 2:
-        raise ValueError("directions: codebook must be a (K, D) tensor with K >= 2, got "
-                         f"{tuple(codebook.shape) if isinstance(codebook, Tensor) else type(codebook).__name__}")
-    codebook = codebook.detach()
-    codebook = codebook.to(torch.promote_types(codebook.dtype, torch.float32))  # bf16 differences would round
-    d = codebook[1:] - codebook[:-1]
-    length = torch.linalg.vector_norm(d, dim=1, keepdim=True)
-    return torch.where(length > 0, d / torch.where(length > 0, length, 1), 0)
 
 
 # ---------------------------------------------------------------------------
@@ -57,7 +39,7 @@ def save_png(image: Tensor, path) -> Path:
     """Write an HWC uint8 image as PNG, atomically."""
     from PIL import Image
 
-    from .checkpoint import atomic_write_bytes
+    from ..checkpoint import atomic_write_bytes
 
     buffer = io.BytesIO()
     Image.fromarray(image.numpy()).save(buffer, format="PNG")
@@ -105,7 +87,7 @@ def augment_segment(adapter, codebook: Tensor, segment: int, n: int, out_dir, *,
     coordinate ``segment + t[j]``)."""
     import numpy as np
 
-    from .checkpoint import atomic_write_bytes
+    from ..checkpoint import atomic_write_bytes
 
     latents = adapter.segment_points(codebook.detach(), segment, n)
     images = adapter.render(latents, batch_size=batch_size, progress=progress)
@@ -118,10 +100,3 @@ def augment_segment(adapter, codebook: Tensor, segment: int, n: int, out_dir, *,
     sheet = save_png(image_grid(images, n, scale=scale), out_dir / "sheet.png")
     t = torch.linspace(0, 1, n, dtype=torch.float64).tolist()
     return {"frames": [str(f) for f in frames], "latents": str(out_dir / "latents.npy"), "sheet": str(sheet), "t": t}
-
-
-# the rest of the interpretation tools, importable from here too
-from .layer_profile import (LayerProfile, image_change, layer_groups, layer_profile, layer_profiles,  # noqa: E402
-                            probe_change, suggest_layers)
-from .probe import ProbeTable, call_probe, probe_table  # noqa: E402
-from .ranking import SegmentRank, jump_segments, rank_segments, segment_lengths  # noqa: E402

@@ -10,31 +10,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-
-def call_probe(probe, images: Tensor) -> Tensor:
-    """``probe(images)`` checked: a float ``(n, F)`` tensor of finite scores, returned
-    as float64. Raises ``ValueError`` naming the probe's output otherwise."""
-    scores = probe(images)
-    if not isinstance(scores, Tensor) or scores.dim() != 2 or scores.shape[0] != len(images) \
-            or not scores.is_floating_point():
-        got = f"{scores.dtype} tensor of shape {tuple(scores.shape)}" if isinstance(scores, Tensor) \
-            else type(scores).__name__
-        raise ValueError(f"probe: must return float scores (n, F) for n = {len(images)} images, got {got}")
-    if not torch.isfinite(scores).all():
-        raise ValueError("probe: returned NaN or Inf scores")
-    return scores.detach().double().cpu()
-
-
-def probe_names(probe, count: int, names=None) -> list[str]:
-    """The names of a probe's ``count`` scores: ``names``, else ``probe.names``, else
-    ``score 0``, ``score 1``, ... Raises ``ValueError`` when their number is wrong."""
-    names = names if names is not None else getattr(probe, "names", None)
-    if names is None:
-        return [f"score {i}" for i in range(count)]
-    names = [str(n) for n in names]
-    if len(names) != count or len(set(names)) != count:
-        raise ValueError(f"probe names: need {count} distinct names for the probe's {count} scores, got {names}")
-    return names
+from .change import call_probe, probe_names
+from .directions import check_directions
 
 
 @dataclass
@@ -122,9 +99,7 @@ def probe_table(adapter, probe, latents: Tensor, directions: Tensor, strength: f
     ``0..M-1``). ``n * (M + 1)`` renders in batches of ``batch_size``, one progress
     bar. Returns a :class:`ProbeTable`. Raises ``ValueError`` for a probe whose
     output is not ``(n, F)`` finite floats, wrong names, groups or labels."""
-    from .layer_profile import _check_directions
-
-    directions = _check_directions(directions, adapter.latent_dim, "probe_table")
+    directions = check_directions(directions, adapter.latent_dim, "probe_table")
     M = len(directions)
     if isinstance(layers, list) and len(layers) == M and all(l is None or not isinstance(l, int) for l in layers):
         per_direction = layers
