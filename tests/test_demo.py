@@ -68,7 +68,7 @@ def test_measurement_of_directions():
     g, probe = load_generator(), load_probe()
     latents = g.sample_latents(8, seed=1)
     zero = factor_changes(g, probe, latents, torch.zeros(1, 64), 1.0)
-    assert zero.shape == (1, 7) and torch.all(zero == 0)
+    assert zero.shape == (1, len(world.FACTORS)) and torch.all(zero == 0)
     moved = factor_changes(g, probe, latents, torch.eye(64)[:2], edit_step(g.sample_latents(500)))
     assert torch.all(moved.sum(1) > 0)
     changes = torch.tensor([[0.0, 0.5, 0.0, 0, 0, 0, 0], [0.1, 0.1, 0.1, 0.1, 0, 0, 0], [0.0] * 6 + [0.01]])
@@ -84,9 +84,34 @@ def test_training_scripts_in_miniature(tmp_path):
                     "--sample-every", "0"])
     g = load_generator(tmp_path / "shapes_stylegan2.safetensors")
     assert g.render(g.sample_latents(2), progress=False).shape == (2, 3, 32, 32)
-    assert g.G.training_info["steps"] == 2
+    assert g.G.training_info["steps"] == 2 and g.G.training_info["style_mixing_prob"] == 0.9
+    assert g.G.training_info["world_factors"] == list(world.FACTORS)
     probe, result = train_probe(train_size=64, test_size=16, epochs=1, batch=32, lr=1e-3, seed=0, threads=None)
     assert isinstance(probe, FactorProbe) and set(result) == {"shape_accuracy", *(f"r2_{k}" for k in world.CONTINUOUS)}
+
+
+def test_style_mixing_takes_the_layers_from_a_crossover_on_from_a_second_latent():
+    """train_gan.generate: with probability 1 the batch is two latents' W, the second from
+    one crossover layer in [1, num_ws) on (StyleGAN2's style mixing); with 0 it is G(z)."""
+    from sfvq_ext.demo.train_gan import generate, make_generator
+
+    G = make_generator()
+    G.set_w_avg(samples=64)
+    for trial in range(4):
+        torch.manual_seed(trial)
+        images = generate(G, 3, 1.0, torch.Generator().manual_seed(trial))
+        torch.manual_seed(trial)
+        w1, w2 = G.mapping(torch.randn(3, G.z_dim)), G.mapping(torch.randn(3, G.z_dim))
+        matches = []
+        for cutoff in range(1, G.num_ws):
+            ws = torch.cat([w1[:, :cutoff], w2[:, cutoff:]], dim=1)
+            if torch.allclose(G.synthesis(ws), images, rtol=0, atol=1e-6):
+                matches.append(cutoff)
+        assert len(matches) == 1, matches
+    torch.manual_seed(7)
+    plain = generate(G, 3, 0.0, torch.Generator().manual_seed(0))
+    torch.manual_seed(7)
+    torch.testing.assert_close(plain, G(torch.randn(3, G.z_dim)), rtol=0, atol=1e-6)
 
 
 def test_demo_end_to_end(tmp_path):

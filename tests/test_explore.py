@@ -54,6 +54,7 @@ def explored(tmp_path_factory):
     try:
         assert cli.main(["explore", str(run), "--out", str(tmp / "page"), "--top", "3", "--latents", "2",
                          "--probe", "my_probe_module:make", "--quiet"]) == 0
+        assert cli.main(["atlas", str(run), "--probe", "my_probe_module:make", "--quiet"]) == 0
     finally:
         mp.undo()
     adapter = load_rosinality(tmp / "g.pt")
@@ -85,6 +86,25 @@ def test_explorer_files_are_the_generators_renders(explored):
     assert [v["group"] for v in seg["variants"]] == ["suggested", "all", "coarse", "middle", "fine"]
     assert len(data["segments"]) == 3 and seg["probe_top"] in ("red", "green", "blue")
     assert "probe-table" in (page / "index.html").read_text()
+
+
+def test_the_atlas_in_the_page_and_from_the_cli_is_the_probe_on_each_vector(explored):
+    """The explorer's atlas tracks and `sfvq atlas` (RUN/atlas.png + atlas.json) against
+    rendering the codebook and applying the user's probe directly."""
+    page, adapter, codebook = explored
+    want = adapter.render(codebook, progress=False).mean(dim=(2, 3)).double()  # ChannelMeans on every vector
+    atlas = json.loads((page / "explore.json").read_text())["atlas"]
+    assert atlas["names"] == ["red", "green", "blue"]
+    low, high = torch.tensor(atlas["low"], dtype=torch.float64), torch.tensor(atlas["high"], dtype=torch.float64)
+    torch.testing.assert_close(low, want.min(0).values, rtol=0, atol=1e-6)
+    torch.testing.assert_close(torch.tensor(atlas["values"], dtype=torch.float64) * (high - low) + low, want, rtol=0, atol=1e-6)
+    html = (page / "index.html").read_text()
+    assert html.count('class="track"') == 3 and html.count('class="athumb"') == codebook.shape[0]
+    run = page.parent / "run"
+    record = json.loads((run / "atlas.json").read_text())
+    torch.testing.assert_close(torch.tensor(record["scores"], dtype=torch.float64), want, rtol=0, atol=1e-6)
+    assert set(record["panoptic"]) == {"red", "green", "blue"}
+    assert Image.open(run / "atlas.png").size[0] >= 800
 
 
 def test_frame_coordinates_cap():
@@ -155,6 +175,9 @@ def test_explorer_in_a_real_browser(explored):
             assert loaded(grid)
             section.locator(".goto").click()
             assert slider.input_value() == str(seg["frame"])
+            page.locator('.athumb[data-frame="8"]').click()  # the atlas strip: c2 is frame 8
+            assert slider.input_value() == "8" and "current" in page.locator('.athumb[data-frame="8"]').get_attribute("class")
+            assert page.locator("svg.track").count() == 3
         finally:
             browser.close()
     assert requests and all(u.startswith("file://") for u in requests), [u for u in requests if not u.startswith("file")]

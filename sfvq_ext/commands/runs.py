@@ -1,5 +1,5 @@
 """Commands on a fitted run that render through its generator: ``sfvq render``,
-``edit``, ``augment`` and ``explore``."""
+``edit``, ``augment``, ``atlas`` and ``explore``."""
 
 from __future__ import annotations
 
@@ -180,6 +180,29 @@ def _explore(args: argparse.Namespace) -> int:
     return 0
 
 
+def _atlas(args: argparse.Namespace) -> int:
+    """The panoptic atlas: every probe score along the curve, under the codebook strip: RUN/atlas.png
+    (+ atlas.json: the scores, their names and panoptic scores)."""
+    from sfvq_ext.interpret import draw_atlas, factor_tracks
+
+    run, curve, adapter, generator = _open_run(args)
+    probe = _load_probe(args.probe)
+    codebook = curve.codebook.detach()
+    tracks = factor_tracks(adapter, codebook, probe, batch_size=args.batch_size, progress=not args.quiet)
+    out = Path(args.out) if args.out else run / "atlas.png"
+    draw_atlas(tracks, adapter.render(codebook, batch_size=args.batch_size, progress=False), out,
+               title=f"panoptic atlas: {run}")
+    panoptic = tracks.panoptic_scores().tolist()
+    write_record(out.with_suffix(".json"), {
+        "command": "atlas", "run": str(run), "image": str(out), "probe": args.probe, "names": tracks.names,
+        "panoptic": {n: (None if v != v else v) for n, v in zip(tracks.names, panoptic)},
+        "scores": tracks.scores.tolist(), **generator})
+    best = min((v, n) for n, v in zip(tracks.names, panoptic) if v == v) if any(v == v for v in panoptic) else None
+    print(f"wrote {out} ({len(tracks.names)} tracks over {len(codebook)} codebook vectors"
+          + (f"; most ordered: {best[1]}, panoptic score {best[0]:.2f})" if best else ")"))
+    return 0
+
+
 def _add_run_command(commands, name: str, help_text: str, run):
     p = commands.add_parser(name, help=help_text)
     p.add_argument("run_dir", metavar="RUN", help="a directory written by `sfvq fit` (curve.safetensors, generator.json)")
@@ -195,7 +218,7 @@ def _add_run_command(commands, name: str, help_text: str, run):
 
 
 def add_commands(commands) -> None:
-    """Register ``render``, ``edit``, ``augment`` and ``explore`` on the subparsers ``commands``."""
+    """Register ``render``, ``edit``, ``augment``, ``atlas`` and ``explore`` on the subparsers ``commands``."""
     render = _add_run_command(commands, "render", "render the codebook in curve order (codebook.png)", _render)
     render.add_argument("--columns", type=int, default=16, help="images per row")
     edit = _add_run_command(commands, "edit", "edit sampled latents along one curve segment (a grid PNG)", _edit)
@@ -209,6 +232,11 @@ def add_commands(commands) -> None:
     augment = _add_run_command(commands, "augment", "render N points along one curve segment", _augment)
     augment.add_argument("--segment", type=int, required=True)
     augment.add_argument("-n", type=int, default=8, help="points along the segment, ends included")
+    atlas = _add_run_command(commands, "atlas", "the panoptic atlas: every probe score along the curve, under the "
+                             "codebook strip (atlas.png, atlas.json)", _atlas)
+    atlas.add_argument("--probe", required=True, help="MODULE:FACTORY, a zero-argument callable returning your probe "
+                       "(images -> (n, F) scores, optionally with .names); for the demo generator: "
+                       "sfvq_ext.demo.measure:factor_probe")
     explore = _add_run_command(commands, "explore", "write a static page to explore the curve: a slider along it, "
                                "the codebook strip, ranked segments with suggested layer ranges", _explore)
     explore.add_argument("--top", type=int, default=8, help="segments shown with edit grids (default 8)")

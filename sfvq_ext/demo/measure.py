@@ -22,7 +22,7 @@ def edit_step(latents: Tensor, fraction: float = 0.25) -> float:
 
 class FactorScores:
     """The factor probe as a bring-your-own probe (:func:`sfvq_ext.interpret.probe_table`):
-    ``images -> (n, 9)`` scores, the three shape probabilities halved and the six
+    ``images -> (n, 10)`` scores, the three shape probabilities halved and the seven
     continuous factors in range units, with ``names`` and ``groups`` (the three
     halved probabilities form "shape": summed, their absolute changes are the
     total-variation distance of the shape prediction). Nothing about it is special
@@ -38,11 +38,19 @@ class FactorScores:
         return torch.cat([0.5 * probs, values], dim=1)
 
 
+def factor_probe() -> FactorScores:
+    """The shipped factor probe as a bring-your-own probe: the zero-argument factory the
+    command line takes (``sfvq atlas RUN --probe sfvq_ext.demo.measure:factor_probe``)."""
+    from . import load_probe
+
+    return FactorScores(load_probe())
+
+
 @torch.no_grad()
 def factor_changes(adapter, probe, latents: Tensor, directions: Tensor, strength: float, *, layers=None,
                    batch_size: int = 64) -> Tensor:
     """Mean change of each factor when ``latents`` move by ``strength`` along each
-    direction: ``(len(directions), 7)`` in :data:`world.FACTORS` order. Continuous
+    direction: ``(len(directions), 8)`` in :data:`world.FACTORS` order. Continuous
     factors in range units (0..1); shape as the total-variation distance of the
     probe's class probabilities (0..1). ``layers``: all (None), one selection, or one
     per direction. This is :func:`sfvq_ext.interpret.probe_table` with

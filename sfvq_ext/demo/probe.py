@@ -1,5 +1,5 @@
 """The factor probe: a small CNN that reads the shape world's factors back from an
-image (shape class and the six continuous factors), so edits of generated images
+image (shape class and the seven continuous factors), so edits of generated images
 can be measured in factor units.
 
     python -m sfvq_ext.demo.probe                 # train on rendered images, report held-out scores
@@ -24,7 +24,7 @@ WEIGHTS = Path(__file__).with_name("probe.safetensors")
 
 
 class FactorProbe(nn.Module):
-    """images (n, 3, 32, 32) in [-1, 1] -> shape logits (n, 3), continuous factors (n, 6) in range units [0, 1]."""
+    """images (n, 3, 32, 32) in [-1, 1] -> shape logits (n, 3), continuous factors (n, 7) in range units [0, 1]."""
 
     def __init__(self, width: int = 32):
         super().__init__()
@@ -45,7 +45,7 @@ class FactorProbe(nn.Module):
 
     @torch.no_grad()
     def read(self, images: Tensor, batch_size: int = 512) -> tuple[Tensor, Tensor]:
-        """(shape probabilities (n, 3), continuous factors (n, 6) in range units)."""
+        """(shape probabilities (n, 3), continuous factors (n, 7) in range units)."""
         self.eval()
         probs, factors = [], []
         for batch in images.split(batch_size):

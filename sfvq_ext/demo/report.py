@@ -15,7 +15,8 @@ from tqdm.auto import tqdm
 from .. import directions, fit, save
 from ..checkpoint import atomic_write_bytes
 from ..fit_report import plot_fit
-from ..interpret import augment_segment, edit_grid, ganspace_directions, render_codebook, sefa_directions
+from ..interpret import (augment_segment, draw_atlas, edit_grid, factor_tracks, ganspace_directions, render_codebook,
+                         sefa_directions)
 from . import load_generator, load_probe, world
 from .measure import FactorScores, describe, edit_step, factor_changes, method_score
 
@@ -29,7 +30,7 @@ def run_demo(out_dir, *, bits: int = 6, seed: int = 0, epochs: int = 5, samples_
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    stages = tqdm(total=7, desc="sfvq demo", unit="stage", disable=not progress)
+    stages = tqdm(total=8, desc="sfvq demo", unit="stage", disable=not progress)
     adapter = load_generator(generator_path)
     probe = load_probe(probe_path)
     G = adapter.G
@@ -47,7 +48,13 @@ def run_demo(out_dir, *, bits: int = 6, seed: int = 0, epochs: int = 5, samples_
 
     stages.set_postfix_str("rendering the codebook")
     codebook = curve.codebook.detach()
-    render_codebook(adapter, codebook, out / "codebook.png", columns=16, scale=3, progress=False)
+    codebook_images = render_codebook(adapter, codebook, out / "codebook.png", columns=16, scale=3, progress=False)
+    stages.update()
+
+    stages.set_postfix_str("the panoptic atlas")
+    tracks = factor_tracks(adapter, codebook, FactorScores(probe), progress=False)
+    draw_atlas(tracks, codebook_images, out / "atlas.png", title="panoptic atlas: the factor probe on every codebook vector")
+    panoptic = dict(zip(tracks.names, tracks.panoptic_scores().tolist()))
     stages.update()
 
     stages.set_postfix_str("measuring every direction with the probe")
@@ -98,6 +105,7 @@ def run_demo(out_dir, *, bits: int = 6, seed: int = 0, epochs: int = 5, samples_
               "scores": {m: {"dominance": d, "total_change": t} for m, (d, t) in scores.items()},
               "segments": [describe(row) for row in changes["SFVQ"]],
               "projection_mse": [h["projection_mse"] for h in curve.history],
+              "panoptic": {n: (None if v != v else v) for n, v in panoptic.items()},
               "generator": G.training_info}
     atomic_write_bytes(out / "demo.json", json.dumps(record, indent=2).encode())
     page = _page(curve, record, edits, baselines, Path(augment["sheet"]).relative_to(out), longest, changes["SFVQ"])
@@ -105,6 +113,11 @@ def run_demo(out_dir, *, bits: int = 6, seed: int = 0, epochs: int = 5, samples_
     stages.update()
     stages.close()
     return out / "index.html"
+
+
+def _most_ordered(panoptic: dict) -> str:
+    ranked = sorted((v, n) for n, v in panoptic.items() if v is not None)
+    return "Most ordered: " + ", ".join(f"{n} ({v:.2f})" for v, n in ranked[:3]) + "." if ranked else ""
 
 
 def _figure(src, caption: str) -> str:
@@ -140,6 +153,9 @@ suggested W+ layer range, layer-group toggles and what the factor probe reads in
 
 <h2>The codebook in curve order</h2>
 {_figure('codebook.png', f'All {K} codebook vectors rendered in order, row by row: neighbours on the curve look alike, so the strip shows which stretch of W holds which shapes, colours and positions.')}
+
+<h2>The panoptic atlas</h2>
+{_figure('atlas.png', 'Every score of the factor probe for every codebook vector, in curve order, under the codebook strip (each track scaled to its own range). Beside each name its panoptic score: the mean change between neighbouring vectors over that between random pairs (1: no order; lower: the curve sweeps that factor in order). ' + html.escape(_most_ordered(record['panoptic'])))}
 
 <h2>Editing along curve segments</h2>
 <p>The three segments whose edits change the images most, as judged by the probe.</p>

@@ -1,14 +1,19 @@
 """Train the small StyleGAN2 the package ships, on the procedural shape world.
 
-    python -m sfvq_ext.demo.train_gan --out gan-run            # the shipped settings (46 min on 2 CPU cores)
+    python -m sfvq_ext.demo.train_gan --out gan-run            # the shipped settings (about an hour on 2 CPU cores)
     python -m sfvq_ext.demo.train_gan --out gan-run --install  # ... and replace the shipped weights
 
 Adversarial training as in StyleGAN2, kept small: this package's generator
-(32x32, W of 64 dimensions), a residual discriminator with equalised learning
-rate and a minibatch-deviation feature, the non-saturating logistic loss, lazy R1
-regularisation on real images, Adam (0, 0.99), and an exponential moving average
-of the generator's weights (the one shipped). Every setting is a flag; the
-defaults are the shipped settings, recorded inside the weights file.
+(32x32, W of 64 dimensions, 8 W+ layers), a residual discriminator with equalised
+learning rate and a minibatch-deviation feature, the non-saturating logistic loss,
+lazy R1 regularisation on real images, Adam (0, 0.99), an exponential moving average
+of the generator's weights (the one shipped), and style-mixing regularisation: with
+probability 0.9 a batch is generated from two latents, the second taking over from a
+random crossover layer on (StyleGAN2's ``style_mixing_prob``, Karras et al. 2020, and
+StyleGAN's section 3.1). Mixing is what makes the W+ layers split the work (coarse
+layers pose and shape, fine ones texture and colour), so that layer ranges mean
+something. Every setting is a flag; the defaults are the shipped settings, recorded
+inside the weights file.
 """
 
 from __future__ import annotations
@@ -94,8 +99,19 @@ def save_generator(G: Generator, path: Path, info: dict) -> None:
     atomic_write_bytes(path, save(tensors, metadata={"sfvq_ext.generator": json.dumps({**shape, **info})}))
 
 
+def generate(G: Generator, batch: int, mixing_prob: float, g: torch.Generator) -> Tensor:
+    """A batch of fakes, style-mixed as StyleGAN2 trains: with probability ``mixing_prob``
+    the W+ layers from one random crossover on (1 .. num_ws - 1, the same for the batch)
+    take the w of a second latent."""
+    ws = G.mapping(torch.randn(batch, G.z_dim)).clone()
+    if mixing_prob > 0 and torch.rand((), generator=g).item() < mixing_prob:
+        cutoff = int(torch.randint(1, G.num_ws, (), generator=g))
+        ws[:, cutoff:] = G.mapping(torch.randn(batch, G.z_dim))[:, cutoff:]
+    return G.synthesis(ws)
+
+
 def train(out: Path, steps: int, batch: int, lr: float, r1_gamma: float, r1_every: int, ema_half_life: float,
-          dataset_size: int, seed: int, threads: int | None, sample_every: int) -> Generator:
+          dataset_size: int, seed: int, threads: int | None, sample_every: int, mixing_prob: float) -> Generator:
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -115,7 +131,7 @@ def train(out: Path, steps: int, batch: int, lr: float, r1_gamma: float, r1_ever
         real = data[torch.randint(0, dataset_size, (batch,), generator=g)].float() / 127.5 - 1
         # discriminator: real vs fake
         with torch.no_grad():
-            fake = G(torch.randn(batch, G.z_dim))
+            fake = generate(G, batch, mixing_prob, g)
         d_loss = F.softplus(D(fake)).mean() + F.softplus(-D(real)).mean()
         d_opt.zero_grad(set_to_none=True)
         d_loss.backward()
@@ -128,7 +144,7 @@ def train(out: Path, steps: int, batch: int, lr: float, r1_gamma: float, r1_ever
             r1.backward()
             d_opt.step()
         # generator: fool D
-        g_loss = F.softplus(-D(G(torch.randn(batch, G.z_dim)))).mean()
+        g_loss = F.softplus(-D(generate(G, batch, mixing_prob, g))).mean()
         g_opt.zero_grad(set_to_none=True)
         g_loss.backward()
         g_opt.step()
@@ -142,6 +158,7 @@ def train(out: Path, steps: int, batch: int, lr: float, r1_gamma: float, r1_ever
             # the weights so far, so a stopped run still leaves a usable generator
             info = {"steps": step + 1, "batch": batch, "lr": lr, "r1_gamma": r1_gamma, "r1_every": r1_every,
                     "ema_half_life": ema_half_life, "dataset_size": dataset_size, "seed": seed,
+                    "style_mixing_prob": mixing_prob, "world_factors": list(world.FACTORS),
                     "seconds": round(time.perf_counter() - started), "torch": torch.__version__}
             save_generator(G_ema, out / WEIGHTS.name, info)
             tqdm.write(f"step {step + 1}: d_loss {d_loss.item():.3f} g_loss {g_loss.item():.3f} "
@@ -162,11 +179,12 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--sample-every", type=int, default=500)
+    p.add_argument("--mixing-prob", type=float, default=0.9, help="style-mixing probability (StyleGAN2: 0.9; 0: none)")
     p.add_argument("--install", action="store_true", help=f"copy the result to {WEIGHTS}")
     args = p.parse_args(argv)
     out = Path(args.out)
     train(out, args.steps, args.batch, args.lr, args.r1_gamma, args.r1_every, args.ema_half_life, args.dataset_size,
-          args.seed, args.threads, args.sample_every)
+          args.seed, args.threads, args.sample_every, args.mixing_prob)
     if args.install:
         WEIGHTS.write_bytes((out / WEIGHTS.name).read_bytes())
         print(f"installed {WEIGHTS}")

@@ -1,7 +1,7 @@
 """A procedural image world with known generative factors (no download).
 
 Each 32x32 RGB image shows one coloured shape on a grey background, drawn
-anti-aliased from seven factors:
+anti-aliased from eight factors:
 
 =========== ===================================================================
 shape       0 ellipse, 1 square, 2 triangle (categorical)
@@ -10,7 +10,14 @@ size        radius, as a fraction of half the image width, in [0.45, 0.8]
 x, y        centre, in [-0.35, 0.35] of half the image width
 rotation    in [-1, 1] quarter turns of the shape's symmetry period (unambiguous)
 background  grey level of the background, in [0.1, 0.9]
+stripes     contrast of fine horizontal stripes across the shape (a 4-pixel
+            period), in [0, 1]: 0 a plain shape, 1 dark stripes at 60% depth
 =========== ===================================================================
+
+The stripes are the world's fine-scale factor: a texture at the finest resolution
+that nothing else in the image shows, as colour schemes and micro-structure are for
+the fine W+ layers of a StyleGAN2 (coarse layers hold pose and shape, the middle
+ones features).
 
 The same seed gives the same factors and images on every machine.
 """
@@ -24,10 +31,12 @@ from torch import Tensor
 
 RESOLUTION = 32
 SHAPES = ("ellipse", "square", "triangle")
-CONTINUOUS = ("hue", "size", "x", "y", "rotation", "background")
+CONTINUOUS = ("hue", "size", "x", "y", "rotation", "background", "stripes")
 FACTORS = ("shape",) + CONTINUOUS
 RANGES = {"hue": (0.0, 0.75), "size": (0.45, 0.8), "x": (-0.35, 0.35), "y": (-0.35, 0.35),
-          "rotation": (-1.0, 1.0), "background": (0.1, 0.9)}
+          "rotation": (-1.0, 1.0), "background": (0.1, 0.9), "stripes": (0.0, 1.0)}
+STRIPE_PERIOD = 4  # pixels
+STRIPE_DEPTH = 0.6  # the shape's colour darkened by up to this share along a stripe
 # symmetry period of each shape, in radians (a rotation by it changes nothing)
 PERIOD = torch.tensor([math.pi, math.pi / 2, 2 * math.pi / 3])
 
@@ -70,11 +79,14 @@ def render(factors: dict[str, Tensor], resolution: int = RESOLUTION) -> Tensor:
     distance = torch.stack([ellipse, square, triangle], dim=1)[torch.arange(n), shape]
     coverage = torch.clamp(0.5 - distance * size / pixel, 0, 1)[:, None]  # distance in pixels
     colour = hsv_to_rgb(factors["hue"].float())[:, :, None, None]
+    row = torch.arange(resolution, dtype=torch.float32)[:, None]  # stripes fixed to the pixel rows
+    stripe = 0.5 * (1 + torch.cos(2 * math.pi * row / STRIPE_PERIOD))  # (resolution, 1), 1 on a dark row
+    shade = 1 - STRIPE_DEPTH * factors["stripes"].float()[:, None, None, None] * stripe
     background = factors["background"].float()[:, None, None, None]
-    image = coverage * colour + (1 - coverage) * background
+    image = coverage * colour * shade + (1 - coverage) * background
     return image * 2 - 1
 
 
 def factor_matrix(factors: dict[str, Tensor]) -> Tensor:
-    """The continuous factors as columns (n, 6), scaled to [0, 1] by their ranges."""
+    """The continuous factors as columns (n, 7), scaled to [0, 1] by their ranges."""
     return torch.stack([(factors[k].float() - RANGES[k][0]) / (RANGES[k][1] - RANGES[k][0]) for k in CONTINUOUS], 1)

@@ -6,8 +6,9 @@ showing the rendered image at that point (pre-rendered frames, at most
 ``max_frames``), the codebook as a strip of clickable thumbnails (lazy-loaded) that
 move the slider, and the ranked segments (:func:`sfvq_ext.interpret.rank_segments`),
 each with its edit grid on its suggested W+ layer range and toggles for the other
-layer groups (all, coarse, middle, fine; pre-rendered), plus the probe table when a
-probe is given.
+layer groups (all, coarse, middle, fine; pre-rendered), plus, when a probe is given,
+the probe table and the panoptic atlas: every score the probe reads, as a track under
+the codebook strip (:func:`sfvq_ext.interpret.factor_tracks`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..checkpoint import atomic_write_bytes
-from ..interpret import edit_grid, image_grid, layer_groups, rank_segments, save_png, to_uint8
+from ..interpret import edit_grid, factor_tracks, image_grid, layer_groups, rank_segments, save_png, to_uint8
 from .page import render_page
 
 STEPS = (-2.0, -1.0, 0.0, 1.0, 2.0)  # edit grid columns, in edit steps
@@ -104,7 +105,7 @@ def write_explorer(adapter, codebook: Tensor, out_dir, *, latents: Tensor | None
         latents = adapter.sample_latents(3, seed=0)
     if strength is None:
         strength = default_strength(adapter)
-    stages = tqdm(total=4, desc="sfvq explore", unit="stage", disable=not progress)
+    stages = tqdm(total=5, desc="sfvq explore", unit="stage", disable=not progress)
 
     stages.set_postfix_str("frames along the curve")
     coords = frame_coordinates(K, max_frames, frames_per_segment)
@@ -124,6 +125,15 @@ def write_explorer(adapter, codebook: Tensor, out_dir, *, latents: Tensor | None
         name = f"strip/c{i:04d}.png"
         save_png(to_uint8(image[None])[0], out / name)
         strip.append({"file": name, "frame": int(torch.argmin((coords - i).abs()))})
+    stages.update()
+
+    stages.set_postfix_str("the atlas: the probe on every codebook vector")
+    atlas = None
+    if probe is not None:
+        tracks = factor_tracks(adapter, codebook, probe, names=probe_names, batch_size=batch_size, progress=False)
+        atlas = {"names": tracks.names, "values": tracks.normalized().tolist(),
+                 "low": tracks.scores.min(0).values.tolist(), "high": tracks.scores.max(0).values.tolist(),
+                 "panoptic": [None if v != v else v for v in tracks.panoptic_scores().tolist()]}
     stages.update()
 
     stages.set_postfix_str("ranking segments")
@@ -164,7 +174,7 @@ def write_explorer(adapter, codebook: Tensor, out_dir, *, latents: Tensor | None
     stages.close()
 
     data = {"title": title, "K": K, "num_layers": adapter.num_layers, "strength": strength, "steps": list(STEPS),
-            "frames": frames, "strip": strip, "segments": segments,
+            "frames": frames, "strip": strip, "segments": segments, "atlas": atlas,
             "jumps": [{"segment": r.segment, "length": r.length} for r in ranked if r.jump],
             "ranking": [{"segment": r.segment, "score": r.score, "change": r.change, "jump": r.jump,
                          "layers": None if r.profile is None else r.profile.label, "probe_top": r.probe_top,

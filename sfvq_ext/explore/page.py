@@ -35,6 +35,36 @@ def _probe_table(segments: list[dict]) -> str:
             f'{body}</table>')
 
 
+TRACK_PX = 22  # width of one codebook vector in the atlas (thumbnail and track column)
+
+
+def _atlas(data: dict) -> str:
+    """The panoptic atlas: one row of codebook thumbnails and, under it on the same
+    columns, one track per probe score (an SVG step line, each scaled to its own range)."""
+    atlas = data.get("atlas")
+    if not atlas:
+        return ""
+    K, w, h = data["K"], TRACK_PX, 30
+    thumbs = "".join(f'<img class="athumb" loading="lazy" src="{_esc(c["file"])}" data-frame="{c["frame"]}" '
+                     f'title="c{i}" alt="c{i}">' for i, c in enumerate(data["strip"]))
+    tracks = ""
+    for f, name in enumerate(atlas["names"]):
+        points = " ".join(f"{k * w},{h - 2 - (h - 4) * row[f]:.1f} {(k + 1) * w},{h - 2 - (h - 4) * row[f]:.1f}"
+                          for k, row in enumerate(atlas["values"]))
+        tracks += (f'<svg class="track" width="{K * w}" height="{h}" data-factor="{_esc(name)}">'
+                   f'<polygon points="0,{h} {points} {K * w},{h}" fill="rgba(40,110,220,.25)"/>'
+                   f'<polyline points="{points}" fill="none" stroke="#2860c0" stroke-width="1.5"/></svg>')
+    labels = "".join(
+        f'<div class="alabel" style="height: 30px">{_esc(n)} <small>{"" if p is None else f"{p:.2f}"}</small></div>'
+        for n, p in zip(atlas["names"], atlas["panoptic"]))
+    return (f'<h2>The panoptic atlas</h2><p>Every score the probe reads, for every codebook vector in curve order '
+            f'(each track scaled to its own range; click a thumbnail to move the slider). Beside each name: its '
+            f'panoptic score, the mean change between neighbouring vectors over that between random pairs '
+            f'(1: no order; lower: the curve sweeps this factor in order).</p>'
+            f'<div id="atlas"><div class="alabels"><div style="height: {w + 4}px"></div>{labels}</div>'
+            f'<div class="ascroll"><div class="athumbs">{thumbs}</div>{tracks}</div></div>')
+
+
 def _segment(s: dict, steps: list[float]) -> str:
     buttons = "".join(
         f'<button class="toggle" data-file="{_esc(v["file"])}" data-group="{_esc(v["group"])}" '
@@ -79,6 +109,14 @@ img {{ image-rendering: pixelated; }}
 #strip {{ display: flex; flex-wrap: wrap; gap: 2px; max-height: 300px; overflow-y: auto; border: 1px solid #ddd; padding: 2px; }}
 .thumb {{ width: 48px; height: 48px; cursor: pointer; border: 2px solid transparent; }}
 .thumb.current {{ border-color: #e33; }}
+#atlas {{ display: flex; border: 1px solid #ddd; }}
+.alabels {{ flex: none; padding-right: .5em; font-size: 12px; text-align: right; }}
+.alabel {{ display: flex; align-items: center; justify-content: flex-end; gap: .3em; }}
+.ascroll {{ overflow-x: auto; }}
+.athumbs {{ display: flex; height: {TRACK_PX + 4}px; }}
+.athumb {{ width: {TRACK_PX}px; height: {TRACK_PX}px; flex: none; cursor: pointer; border-bottom: 4px solid transparent; }}
+.athumb.current {{ border-bottom-color: #e33; }}
+.track {{ display: block; }}
 .segment {{ border-top: 1px solid #ccc; margin-top: 1.5em; }}
 .grid {{ max-width: 100%; border: 1px solid #ccc; }}
 .toggle[aria-pressed="true"] {{ background: #2a6; color: white; }}
@@ -95,6 +133,7 @@ change the image, each with its edit grid on the suggested layers and on other l
 aria-label="curve coordinate"><p id="where">u = 0.000</p></div></div>
 <h2>The codebook in curve order</h2>
 <div id="strip">{strip}</div>
+{_atlas(data)}
 <h2>Ranked segments</h2>
 <p>Jump segments (longer than 3&times; the median, crossing between regions; not offered as directions): {jumps}.</p>
 {segments}
@@ -105,7 +144,7 @@ aria-label="curve coordinate"><p id="where">u = 0.000</p></div></div>
 <script>
 const data = JSON.parse(document.getElementById("data").textContent);
 const slider = document.getElementById("slider"), frame = document.getElementById("frame");
-const where = document.getElementById("where"), thumbs = document.querySelectorAll(".thumb");
+const where = document.getElementById("where"), thumbs = document.querySelectorAll(".thumb, .athumb");
 function show(k) {{
   const f = data.frames[k];
   slider.value = k;
