@@ -12,6 +12,17 @@ def _seed():
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
 
+@pytest.fixture(scope="module")
+def tiny_stylegan2():
+    """A tiny random StyleGAN2 (16 px, 16-d W, 6 W+ layers) behind its adapter."""
+    from sfvq_ext.adapters import StyleGAN2Adapter, StyleGAN2Generator
+
+    torch.manual_seed(0)
+    g = StyleGAN2Generator(16, style_dim=16, n_mlp=2, channels={4: 8, 8: 8, 16: 8})
+    g.set_w_avg()
+    return StyleGAN2Adapter(g)
+
+
 @pytest.fixture
 def no_network(monkeypatch):
     """Fails the test if anything opens a network connection (adapters load local files only)."""

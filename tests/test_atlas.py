@@ -6,18 +6,14 @@ import pytest
 import torch
 from PIL import Image
 
-from sfvq_ext.adapters import StyleGAN2Adapter, StyleGAN2Generator
 from sfvq_ext.interpret import FactorTracks, draw_atlas, factor_tracks, panoptic_score
 
 pytestmark = pytest.mark.usefixtures("no_network")
 
 
 @pytest.fixture(scope="module")
-def adapter():
-    torch.manual_seed(0)
-    g = StyleGAN2Generator(16, style_dim=16, n_mlp=2, channels={4: 8, 8: 8, 16: 8})
-    g.set_w_avg()
-    return StyleGAN2Adapter(g)
+def adapter(tiny_stylegan2):
+    return tiny_stylegan2
 
 
 class MeanColour:

@@ -18,11 +18,8 @@ pytestmark = pytest.mark.usefixtures("no_network")
 
 
 @pytest.fixture(scope="module")
-def adapter():
-    torch.manual_seed(0)
-    g = StyleGAN2Generator(16, style_dim=16, n_mlp=2, channels={4: 8, 8: 8, 16: 8})
-    g.set_w_avg()
-    return StyleGAN2Adapter(g)
+def adapter(tiny_stylegan2):
+    return tiny_stylegan2
 
 
 def read_png(path):
