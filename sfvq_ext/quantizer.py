@@ -225,12 +225,14 @@ class SFVQ(nn.Module):
             ``None`` for no automatic growth. The default, 100, reaches 64 vectors from
             4 in 400 steps (the sizes were measured in ``benchmarks/vq_swap.py``).
         expand_eps: spacing of the new vertices in :meth:`expand`, in (0, 0.5).
-        accept_image_fmap, channel_last: input layout (see above).
+        accept_image_fmap: take and return image feature maps ``(B, dim, H, W)`` (see above).
+        channel_last: ``False`` for inputs ``(B, dim, ...)`` with the channel second (see above).
         sync_codebook: sum usage counts over ranks and broadcast the starting curve.
         freeze_codebook: ``weight.requires_grad`` off (see above; also a settable property).
 
     Raises:
-        ValueError / TypeError naming the argument for bad settings or input.
+        ValueError: a bad setting or input, naming the argument.
+        TypeError: an argument of the wrong type (a non-float input, a non-bool switch).
     """
 
     def __init__(self, dim: int, bits: int | None = None, *, codebook_size: int | None = None,

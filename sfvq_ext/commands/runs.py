@@ -145,6 +145,11 @@ def _load_probe(spec: str | None):
     module, sep, attr = spec.partition(":")
     if not sep or not module or not attr:
         raise ValueError(f"--probe must be MODULE:FACTORY, got {spec!r}")
+    import os
+    import sys
+
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as `python -m` does: a probe module in the current directory is found
     try:
         factory = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as err:
