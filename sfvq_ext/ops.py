@@ -405,8 +405,9 @@ def _dithered_forward(x, codebook, dither):
     return torch.ops.sfvq.dithered_quantize(x, codebook, dither)
 
 
-_Project = _function("_Project", _project_forward, _project_setup, _project_backward)
-_Nearest = _function("_Nearest", _nearest_forward, _nearest_setup, _nearest_backward)
-_Decode = _function("_Decode", _decode_forward, _decode_setup, _decode_backward)
-_Expand = _function("_Expand", _expand_forward, _expand_setup, _expand_backward)
-_DitheredQuantize = _function("_DitheredQuantize", _dithered_forward, _dithered_setup, _dithered_backward)
+# Named after their ops, so that an exporter that cannot translate one (ONNX) names the op.
+_Project = _function("sfvq::project", _project_forward, _project_setup, _project_backward)
+_Nearest = _function("sfvq::nearest", _nearest_forward, _nearest_setup, _nearest_backward)
+_Decode = _function("sfvq::decode", _decode_forward, _decode_setup, _decode_backward)
+_Expand = _function("sfvq::expand", _expand_forward, _expand_setup, _expand_backward)
+_DitheredQuantize = _function("sfvq::dithered_quantize", _dithered_forward, _dithered_setup, _dithered_backward)

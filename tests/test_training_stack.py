@@ -289,6 +289,18 @@ def test_export_save_and_load(tmp_path, fmap):
     assert torch.equal(loaded(other)[0], model(other)[0])
 
 
+@pytest.mark.parametrize("dynamo", [True, False])
+def test_onnx_export_is_refused_naming_the_op(tmp_path, dynamo):
+    """ONNX has no translation of the custom ops: both exporters stop, and the error names
+    the op (sfvq.project / sfvq::project), as the docs say."""
+    import warnings
+
+    model = Host(make_vq(), False).eval()
+    with warnings.catch_warnings(), pytest.raises(Exception, match=r"sfvq(::|\.)project"):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (host_input(False),), str(tmp_path / "model.onnx"), dynamo=dynamo)
+
+
 # ---------------------------------------------------------------------------
 # Precision: autocast, GradScaler, output dtypes
 
