@@ -404,7 +404,7 @@ def test_fsdp2_training_equals_the_single_process_oracle(fsdp_run):
 
 
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "known limit (README): under FSDP2 the curve started from the first batch and every automatic growth are "
+    "known limit (docs/quantizer.md): under FSDP2 the curve started from the first batch and every automatic growth are "
     "written into the gathered weight inside forward; FSDP2 reshards without copying them back, so the sharded "
     "weight keeps the old curve. Set the curve before fully_shard and pass grow_every=None"))
 def test_fsdp2_lazy_start_and_growth_equal_the_oracle(fsdp_run):

@@ -113,14 +113,16 @@ def draw_atlas(tracks: FactorTracks, strip: Tensor | None, path, *, title: str =
         axes[0].imshow(image, extent=(-0.5, K - 0.5, 0, 1), aspect="auto", interpolation="nearest")
         axes[0].set_yticks([])
         axes[0].set_title(title, fontsize=10, loc="left")
-    for ax, name, track, score in zip(axes[-n:], tracks.names, values.T, scores.tolist()):
+    low, high = tracks.scores.min(0).values.tolist(), tracks.scores.max(0).values.tolist()
+    for ax, name, track, score, lo, hi in zip(axes[-n:], tracks.names, values.T, scores.tolist(), low, high):
         ax.fill_between(range(K), track, step="mid", alpha=0.35)
         ax.plot(range(K), track, drawstyle="steps-mid", linewidth=1)
         ax.set_ylim(-0.05, 1.05)
         ax.set_yticks([])
-        ax.set_ylabel(f"{name}\n{score:.2f}", rotation=0, ha="right", va="center", fontsize=8)
-    axes[-1].set_xlabel("codebook vector (curve order); beside each track: its name and panoptic score "
-                        "(neighbour / random-pair change, 1 = no order)", fontsize=8)
+        # the range shows a track that only magnifies probe noise (a factor the generator never varies)
+        ax.set_ylabel(f"{name}  {score:.2f}\n{lo:.2g} .. {hi:.2g}", rotation=0, ha="right", va="center", fontsize=8)
+    axes[-1].set_xlabel("codebook vector (curve order); beside each track: its name, panoptic score "
+                        "(neighbour / random-pair change, 1 = no order) and range", fontsize=8)
     axes[-1].set_xlim(-0.5, K - 0.5)
     fig.tight_layout(h_pad=0.1)
     buffer = io.BytesIO()
