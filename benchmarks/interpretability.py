@@ -14,12 +14,13 @@ Candidates: all 2^bits - 1 SFVQ segments, the top 2^bits - 1 GANSpace
 components and SeFa directions (the same number for each method).
 
 With and without layer ranges (issue 16): every candidate of every method is
-scored twice, once editing all W+ layers and once editing only its suggested
-layer range (sfvq_ext.interpret.layer_profiles: single-layer edits of
-`--profile-latents` other latents measured in multi-scale pixels, the shortest
-contiguous range holding 90% of the change). The same rule, the same step and the
-same latents for all three methods; the probe that scores is not used to choose
-the ranges. As an upper reference, each method's most active directions are also
+scored editing all W+ layers and editing only its suggested layer range, for each
+`--coverages` value (sfvq_ext.interpret.layer_profiles: single-layer edits of
+`--profile-latents` other latents measured in multi-scale pixels; the shortest
+contiguous range holding that share of the change: 0.9, the rule before, and 0.5,
+the package's default). The same rule, the same step and the same latents for all
+three methods; the probe that scores is not used to choose the ranges.
+`--generator PATH` scores other weights (e.g. the generator shipped before). As an upper reference, each method's most active directions are also
 scored on the contiguous range the scoring probe itself likes best (the highest
 dominance of all 36 ranges of the 8 layers): what a range could give at most.
 """
@@ -38,10 +39,14 @@ import sfvq_ext
 from sfvq_ext.interpret import ganspace_directions, sefa_directions
 from sfvq_ext.demo import load_generator, load_probe, world
 from sfvq_ext.demo.measure import dominance, edit_step, factor_changes, method_score
-from sfvq_ext.interpret import layer_profiles
+from sfvq_ext.interpret import layer_profiles, suggest_layers
 
 
-def run_seed(adapter, probe, seed: int, bits: int, top: int, n_latents: int, n_profile: int) -> dict:
+METHODS = ("SFVQ segments", "GANSpace", "SeFa")
+
+
+def run_seed(adapter, probe, seed: int, bits: int, top: int, n_latents: int, n_profile: int,
+             coverages: list[float]) -> dict:
     sample = adapter.sample_latents(10_000, seed=1000 + seed)
     curve = sfvq_ext.fit(adapter.latent_sampler(), bits, epochs=3, batch_size=256, samples_per_epoch=16384,
                          seed=seed, progress=False)
@@ -57,12 +62,22 @@ def run_seed(adapter, probe, seed: int, bits: int, top: int, n_latents: int, n_p
         changes = factor_changes(adapter, probe, latents, dirs, step)
         result[name] = method_score(changes, top=top)
         profiles = layer_profiles(adapter, profile_latents, dirs, step, progress=False)
-        ranged = factor_changes(adapter, probe, latents, dirs, step, layers=[p.layers for p in profiles])
-        chosen = ranged.sum(1).argsort(descending=True)[:top]
-        result[name + " (ranges)"] = method_score(ranged, top=top) + (
-            statistics.mean(len(profiles[int(i)].layers) for i in chosen),)
+        leading = changes.sum(1).argsort(descending=True)[:top]
+        for coverage in coverages:  # one set of profiles, a range per coverage
+            ranges = [suggest_layers(p.change, coverage) for p in profiles]
+            ranged = factor_changes(adapter, probe, latents, dirs, step, layers=ranges)
+            chosen = ranged.sum(1).argsort(descending=True)[:top]
+            result[f"{name} (ranges {coverage})"] = method_score(ranged, top=top) + (
+                statistics.mean(len(ranges[int(i)]) for i in chosen),)
+            # where the leading directions act: their suggested ranges, most active first
+            result[f"{name} (labels {coverage})"] = [label(ranges[int(i)]) for i in leading]
         result[name + " (best range)"] = best_range_score(adapter, probe, latents, dirs, step, changes, top)
     return result
+
+
+def label(layers: range) -> str:
+    a, b = layers.start, layers.stop - 1
+    return f"W{a}" if a == b else f"W{a}-W{b}"
 
 
 def best_range_score(adapter, probe, latents, dirs, step, changes, top: int) -> tuple[float, float, float]:
@@ -87,12 +102,16 @@ def main() -> None:
     p.add_argument("--top", type=int, default=8)
     p.add_argument("--latents", type=int, default=32, help="latents each direction is scored on")
     p.add_argument("--profile-latents", type=int, default=8, help="latents the layer profiles are measured on")
+    p.add_argument("--generator", default=None, help="weights file (default: the shipped one)")
+    p.add_argument("--coverages", type=float, nargs="+", default=[0.9, 0.5],
+                   help="suggested range: the shortest contiguous range with this share of the profile")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "interpretability.md"))
     args = p.parse_args()
-    adapter, probe = load_generator(), load_probe()
+    adapter, probe = load_generator(args.generator), load_probe()
     runs = []
     for seed in range(args.seeds):
-        runs.append(run_seed(adapter, probe, seed, args.bits, args.top, args.latents, args.profile_latents))
+        runs.append(run_seed(adapter, probe, seed, args.bits, args.top, args.latents, args.profile_latents,
+                             args.coverages))
         print(seed, runs[-1], flush=True)
 
     def mean_sd(values):
@@ -101,32 +120,45 @@ def main() -> None:
     lines = [
         "# Interpretability benchmark: SFVQ vs GANSpace vs SeFa on a generator with known factors",
         "",
-        f"- generator: the shipped shape-world StyleGAN2 (W of 64 dimensions); probe: the shipped factor probe",
+        f"- generator: {'the shipped shape-world StyleGAN2' if args.generator is None else args.generator} (W of 64 "
+        f"dimensions); probe: the shipped factor probe",
         f"- machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
         f"date {datetime.date.today()}",
         f"- command: `python benchmarks/interpretability.py --seeds {args.seeds} --bits {args.bits} --top {args.top} "
-        f"--latents {args.latents} --profile-latents {args.profile_latents}`",
+        f"--latents {args.latents} --profile-latents {args.profile_latents} "
+        f"--coverages {' '.join(str(c) for c in args.coverages)}"
+        + (f" --generator {args.generator}" if args.generator else "") + "`",
         f"- SFVQ: {2**args.bits} codebook vectors ({2**args.bits - 1} segments); the same number of GANSpace / SeFa "
         f"candidates; score over each method's {args.top} most active directions; each direction scored on "
         f"{args.latents} latents; mean ± sd over {args.seeds} seeds",
         f"- layer ranges: per direction the suggested range (sfvq_ext.interpret.layer_profiles on "
-        f"{args.profile_latents} other latents, multi-scale pixel change, shortest contiguous range with 90% of it), "
-        f"the same rule for every method; the generator has 8 W+ layers; the upper reference: the range the scoring "
-        f"probe likes best, per direction",
+        f"{args.profile_latents} other latents, multi-scale pixel change; the shortest contiguous range holding the "
+        f"given share of it: sfvq_ext.interpret.suggest_layers), the same rule for every method; the generator has "
+        f"8 W+ layers; the upper reference: the range the scoring probe likes best, per direction",
         "",
         "| method | layers edited | dominance (1 = one factor) | mean total factor change | mean range length (top) |",
         "|---|---|---|---|---|",
     ]
-    for name in ("SFVQ segments", "GANSpace", "SeFa"):
+    for name in METHODS:
         lines.append(f"| {name} | all 8 | {mean_sd([r[name][0] for r in runs])} | "
                      f"{mean_sd([r[name][1] for r in runs])} | 8 |")
-        ranged = name + " (ranges)"
-        lines.append(f"| {name} | suggested range | {mean_sd([r[ranged][0] for r in runs])} | "
-                     f"{mean_sd([r[ranged][1] for r in runs])} | {mean_sd([r[ranged][2] for r in runs])} |")
+        for coverage in args.coverages:
+            ranged = f"{name} (ranges {coverage})"
+            lines.append(f"| {name} | suggested range, {coverage:.0%} of the change | {mean_sd([r[ranged][0] for r in runs])} | "
+                         f"{mean_sd([r[ranged][1] for r in runs])} | {mean_sd([r[ranged][2] for r in runs])} |")
         best = name + " (best range)"
         lines.append(f"| {name} | best range for the probe (upper reference) | {mean_sd([r[best][0] for r in runs])} | "
                      f"{mean_sd([r[best][1] for r in runs])} | {mean_sd([r[best][2] for r in runs])} |")
-    variants = [m + v for m in ("SFVQ segments", "GANSpace", "SeFa") for v in ("", " (ranges)")]
+    for coverage in args.coverages:
+        labels = [f"{name} (labels {coverage})" for name in METHODS]
+        distinct = len({label for r in runs for key in labels for label in r[key]})
+        lines += ["", f"Suggested ranges ({coverage:.0%} of the change) of each method's {args.top} most active "
+                  f"directions, most active first, per seed ({distinct} distinct ranges in all):", "",
+                  "| method | seed | suggested ranges |", "|---|---|---|"]
+        for name, key in zip(METHODS, labels):
+            for seed, r in enumerate(runs):
+                lines.append(f"| {name} | {seed} | {', '.join(r[key])} |")
+    variants = [m + v for m in METHODS for v in ("", *(f" (ranges {c})" for c in args.coverages))]
     ranking = sorted(variants, key=lambda m: -statistics.mean(r[m][0] for r in runs))
     info = adapter.G.training_info
     lines += ["", f"Ranking by dominance (without the upper reference): {' > '.join(ranking)}. A direction spread "

@@ -130,6 +130,13 @@ def main() -> None:
     def best(factor):
         return min(METHODS, key=lambda m: statistics.mean(r[factor] for r in results[m]))
 
+    def verdict(other, factor):
+        """SFVQ against ``other``: on par when the means differ by no more than the larger seed sd."""
+        a, b = ([r[factor] for r in results[m]] for m in ("SFVQ", other))
+        spread = max(statistics.stdev(a), statistics.stdev(b)) if len(a) > 1 else 0.0
+        diff = statistics.mean(a) - statistics.mean(b)
+        return "on par" if abs(diff) <= spread else ("better" if diff < 0 else "worse")
+
     info = load_generator().G.training_info
     lines = [
         "# Panoptic score: which ordered codebook sweeps each factor in order",
@@ -142,14 +149,18 @@ def main() -> None:
         "- score per factor: mean |change| of the probe's reading between neighbouring codebook vectors over the mean "
         "|change| between all pairs (1 = no order, lower = better); shape: the mean over the three class probabilities",
         "",
-        "| factor | " + " | ".join(METHODS) + " | lowest |",
-        "|---|" + "---|" * (len(METHODS) + 1),
+        "- SFVQ vs another: on par when the means differ by no more than the larger of the two seed standard "
+        "deviations, else better (lower) or worse",
+        "",
+        "| factor | " + " | ".join(METHODS) + " | lowest | " + " | ".join(f"SFVQ vs {m}" for m in METHODS[1:]) + " |",
+        "|---|" + "---|" * (len(METHODS) + 1 + len(METHODS) - 1),
     ]
     for factor in factors:
-        lines.append(f"| {factor} | " + " | ".join(cell(m, factor) for m in METHODS) + f" | {best(factor)} |")
+        lines.append(f"| {factor} | " + " | ".join(cell(m, factor) for m in METHODS) + f" | {best(factor)} | "
+                     + " | ".join(verdict(m, factor) for m in METHODS[1:]) + " |")
     means = {m: statistics.mean(statistics.mean(r.values()) for r in results[m]) for m in METHODS}
     lines.append("| **mean over factors** | " + " | ".join(f"{means[m]:.3f}" for m in METHODS)
-                 + f" | {min(METHODS, key=means.get)} |")
+                 + f" | {min(METHODS, key=means.get)} |" + " |" * (len(METHODS) - 1))
     lines += ["", "Fit time (s, mean): " + ", ".join(f"{m} {statistics.mean(seconds[m]):.1f}" for m in METHODS), ""]
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "panoptic.md").write_text("\n".join(lines) + "\n")

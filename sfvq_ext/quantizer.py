@@ -531,13 +531,11 @@ class SFVQ(nn.Module):
             return _hash_normal(stream_state, like.numel(), salt=rank).reshape(like.shape).to(like.dtype)
         return torch.randn_like(like)
 
-    def _stream_state(self, recomputing: bool) -> Tensor | None:
-        """The ``rng_state`` this forward draws from: the current one, or for a
-        recomputation the one its original forward used (the most recent original
+    def _stream_state(self, recomputing: bool) -> Tensor:
+        """The ``rng_state`` a seeded module's forward draws from: the current one, or
+        for a recomputation the one its original forward used (the most recent original
         forward not yet recomputed: checkpointed regions are recomputed in reverse
-        order). ``None`` for the global RNG (which checkpointing restores itself)."""
-        if not self._curve_state()[2]:
-            return None
+        order). (Unseeded modules use the global RNG, which checkpointing restores itself.)"""
         if not recomputing:
             return self.rng_state
         if not self._replay:
@@ -659,20 +657,21 @@ class SFVQ(nn.Module):
         elif (self.training and not recomputing and self.grow_every is not None
               and size < self.codebook_size):
             self._grow_if_due()
-        codebook = self.codebook.detach() if frozen else self.codebook
+        size, _, seeded = self._curve_state()  # as a start or a growth just left them
+        codebook = self.weight[:size].detach() if frozen else self.weight[:size]
         # search in the wider dtype: the codebook's precision must not round the inputs
         compute = torch.promote_types(h.dtype, codebook.dtype)
         xf, codebook = h.to(compute), codebook.to(compute)
         wide = torch.float64 if compute == torch.float64 else torch.float32
         if self.training:
             K = codebook.shape[0]
-            stream = self._stream_state(recomputing)
+            stream = self._stream_state(recomputing) if seeded else None
             dither = self._dither(K, codebook, stream)
             q, indices = ops.dithered_quantize(xf, codebook, dither)
             coords = indices.to(wide) + dither.detach().to(wide)[indices] if return_coords else None
             out = self._output(xf, q, stream)
             if not recomputing:
-                self._end_step(indices, K)
+                self._end_step(indices, K, seeded)
         else:
             projection = ops.project(xf, codebook)
             q, indices, coords = projection.point, projection.segment, projection.coord
@@ -694,7 +693,7 @@ class SFVQ(nn.Module):
             return xf + scale * noise
         return q
 
-    def _end_step(self, indices: Tensor, K: int) -> None:
+    def _end_step(self, indices: Tensor, K: int, seeded: bool) -> None:
         """A training step's side effects, once per step (never in a recomputation):
         its rows counted, the stream advanced, the step counted toward growth."""
         with torch.no_grad():
@@ -705,7 +704,7 @@ class SFVQ(nn.Module):
                 dist.all_reduce(step_counts)
             self.segment_counts[: K - 1] += step_counts
             self.stage_steps.add_(1)
-            if self._curve_state()[2]:
+            if seeded:
                 if not torch.compiler.is_compiling():
                     self._replay.append(self.rng_state.clone())
                     del self._replay[:-_REPLAY_DEPTH]

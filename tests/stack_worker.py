@@ -130,16 +130,28 @@ def loss_of(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
     return F.mse_loss(out, y) + 0.25 * vq_loss, indices
 
 
-def snapshot(vq: sfvq_ext.SFVQ, loss: torch.Tensor, indices: torch.Tensor) -> dict:
-    return dict(loss=loss.detach().clone(), indices=indices.clone(), size=vq.current_codebook_size,
-                codebook=vq.codebook.detach().clone(), usage=vq.segment_usage.clone(),
-                rng_state=vq.rng_state.clone())
-
-
 def plain(t: torch.Tensor) -> torch.Tensor:
     """A DTensor's full value (a collective: every rank calls it in the same order), else a copy."""
     full = getattr(t, "full_tensor", None)
     return (full() if full is not None else t).detach().clone()
+
+
+def snapshot(vq: sfvq_ext.SFVQ, loss: torch.Tensor, indices: torch.Tensor) -> dict:
+    size = vq.current_codebook_size
+    return dict(loss=loss.detach().clone(), indices=indices.clone(), size=size,
+                codebook=plain(vq.weight)[:size], usage=vq.segment_usage.clone(), rng_state=vq.rng_state.clone())
+
+
+def train_step(name: str, step: int, rank: int, model: Net, wrapped: nn.Module, opt) -> dict:
+    """One training step of run ``name`` on ``rank``: its batch through ``wrapped`` (the
+    DDP or FSDP2 model around ``model``), backward, the optimizer; what the step saw."""
+    x, y = batch(name, step, rank)
+    before_forward(name, step)
+    loss, indices = loss_of(wrapped, x, y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return snapshot(model.vq, loss, indices)
 
 
 def params_of(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -155,18 +167,8 @@ def run_ddp(name: str, rank: int) -> dict:
     opt = make_optimizer(name, model)
     ddp = DDP(model)  # never find_unused_parameters
     record = dict(steps=[], start_codebook=model.vq.weight.detach().clone())
-
-    def train(step: int) -> None:
-        x, y = batch(name, step, rank)
-        before_forward(name, step)
-        loss, indices = loss_of(ddp, x, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        record["steps"].append(snapshot(model.vq, loss, indices))
-
     for step in range(cfg["steps"]):
-        train(step)
+        record["steps"].append(train_step(name, step, rank, model, ddp, opt))
     record["params"] = params_of(model)
     if name == "frozen":
         record["frozen_grad_is_none"] = model.vq.weight.grad is None
@@ -175,7 +177,7 @@ def run_ddp(name: str, rank: int) -> dict:
         gc.collect()  # the first wrapper's reducer and hooks go with it
         ddp = DDP(model)
         for step in range(cfg["steps"], cfg["steps"] + cfg["steps_unfrozen"]):
-            train(step)
+            record["steps"].append(train_step(name, step, rank, model, ddp, opt))
         record["params_unfrozen"] = params_of(model)
         record["unfrozen_grad"] = None if model.vq.weight.grad is None else model.vq.weight.grad.clone()
     return record
@@ -189,16 +191,7 @@ def run_fsdp(name: str, rank: int) -> dict:
     opt = make_optimizer(name, model)
     record = dict(steps=[], weight_type=type(model.vq.weight).__name__)
     for step in range(cfg["steps"]):
-        x, y = batch(name, step, rank)
-        before_forward(name, step)
-        loss, indices = loss_of(model, x, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        size = model.vq.current_codebook_size
-        record["steps"].append(dict(loss=loss.detach().clone(), indices=indices.clone(), size=size,
-                                    codebook=plain(model.vq.weight)[:size], usage=model.vq.segment_usage.clone(),
-                                    rng_state=model.vq.rng_state.clone()))
+        record["steps"].append(train_step(name, step, rank, model, model, opt))  # fully_shard wraps in place
     record["params"] = params_of(model)
     return record
 

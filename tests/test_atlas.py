@@ -36,6 +36,20 @@ def test_factor_tracks_are_the_probe_on_each_rendered_vector(adapter):
     assert normalized.min(0).values.eq(0).all() and normalized.max(0).values.eq(1).all()
 
 
+def test_factor_tracks_reads_given_renders(adapter):
+    """Renders passed in are read as they are (exactly the probe on them), not rendered again."""
+    codebook = adapter.sample_latents(7, seed=3)
+    images = adapter.render(codebook, progress=False)
+    probe = MeanColour()
+    tracks = factor_tracks(adapter, codebook, probe, images=images, batch_size=3, progress=False)
+    assert torch.equal(tracks.scores, torch.cat([probe(part) for part in images.split(3)]).double())
+    # other images give other scores: the renders given are what is read
+    shifted = factor_tracks(adapter, codebook, probe, images=images.flip(0), batch_size=3, progress=False)
+    torch.testing.assert_close(shifted.scores, tracks.scores.flip(0), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="images must be the codebook's 7 renders"):
+        factor_tracks(adapter, codebook, probe, images=images[:5], progress=False)
+
+
 def test_factor_tracks_bad_input(adapter):
     with pytest.raises(ValueError, match="codebook has width 3"):
         factor_tracks(adapter, torch.zeros(4, 3), MeanColour(), progress=False)

@@ -152,8 +152,10 @@ def planted_generator(size, layers, seed=0):
 def test_suggested_range_of_a_planted_direction_is_its_layers(size, planted):
     adapter, d = planted_generator(size, planted)
     w = adapter.sample_latents(6, seed=3)
-    profile = layer_profile(adapter, w, d, 3.0, progress=False)
+    profile = layer_profile(adapter, w, d, 3.0, coverage=0.9, progress=False)
     assert profile.layers == range(min(planted), max(planted) + 1)
+    # the default (half the change) picks where it acts most: inside the planted layers
+    assert set(suggest_layers(profile.change)) <= planted
     off = [l for l in range(adapter.num_layers) if l not in planted]
     assert profile.change[off].max() < 1e-4 * profile.change.max()  # float rounding only
     assert profile.change[sorted(planted)].min() > 0.05  # every planted layer visibly moves the image
@@ -167,10 +169,15 @@ def test_suggested_range_of_a_planted_direction_is_its_layers(size, planted):
 
 def test_suggest_layers_rule():
     assert suggest_layers([0, 1.0, 0, 0]) == range(1, 2)
-    assert suggest_layers([0.05, 0.5, 0.4, 0.05]) == range(1, 3)  # 0.9 of the total in two layers
+    assert suggest_layers([0.05, 0.5, 0.4, 0.05], coverage=0.9) == range(1, 3)  # 0.9 of the total in two layers
+    assert suggest_layers([0.05, 0.5, 0.4, 0.05]) == range(1, 2)  # the default: half of it, in one layer
+    # a spread profile with a bump (every layer moves some): half sits in the bump, 90% spans nearly all
+    spread = [0.30, 0.33, 0.11, 0.04, 0.06, 0.04, 0.08, 0.02]
+    assert suggest_layers(spread) == range(0, 2) and suggest_layers(spread, coverage=0.9) == range(0, 7)
     assert suggest_layers([0.05, 0.5, 0.4, 0.05], coverage=0.95) == range(0, 3)  # 0.95: three (first one wins the tie)
     assert suggest_layers([0.04, 0.5, 0.4, 0.06], coverage=0.95) == range(1, 4)  # the larger of two equal-length ranges
-    assert suggest_layers([1.0, 0, 0, 1.0]) == range(0, 4)  # contiguous: the gap is included
+    assert suggest_layers([1.0, 0, 0, 1.0], coverage=0.9) == range(0, 4)  # contiguous: the gap is included
+    assert suggest_layers([1.0, 0, 0, 1.0]) == range(0, 1)  # half: either end; the first wins the tie
     assert suggest_layers([0.0, 0.0, 0.0]) == range(3)  # nothing changes: every layer
     assert suggest_layers([2.5]) == range(1)
     assert suggest_layers([1.0] * 6, coverage=1.0) == range(6)
@@ -182,8 +189,10 @@ def test_suggest_layers_rule():
 
 
 def test_layer_profile_summary_numbers():
-    p = LayerProfile.from_change(torch.tensor([0.0, 3.0, 1.0, 0.0]))
+    p = LayerProfile.from_change(torch.tensor([0.0, 3.0, 1.0, 0.0]), coverage=0.9)
     assert p.layers == range(1, 3) and p.label == "W1-W2" and p.share == pytest.approx(1.0)
+    half = LayerProfile.from_change(torch.tensor([0.0, 3.0, 1.0, 0.0]))  # the default: half of the change
+    assert half.layers == range(1, 2) and half.label == "W1" and half.share == pytest.approx(0.75)
     entropy = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
     assert p.concentration == pytest.approx(1 - entropy / math.log(4))
     assert LayerProfile.from_change(torch.ones(5)).concentration == pytest.approx(0.0, abs=1e-12)
@@ -332,7 +341,7 @@ def test_rank_segments_prefers_large_local_edits_and_flags_jumps():
     adapter, codebook = banded_adapter(), banded_curve()
     z = adapter.sample_latents(6, seed=0)
     assert jump_segments(codebook).tolist() == [False, False, False, True, False]
-    ranked = rank_segments(adapter, codebook, z, 0.5, progress=False)
+    ranked = rank_segments(adapter, codebook, z, 0.5, coverage=0.9, progress=False)
     order = [r.segment for r in ranked]
     assert set(order[:2]) == {0, 2} and order[2:] == [1, 4, 3]  # one layer, two layers, all three, the jump
     by_segment = {r.segment: r for r in ranked}
@@ -350,7 +359,7 @@ def test_rank_segments_prefers_large_local_edits_and_flags_jumps():
 def test_rank_segments_with_a_probe_and_a_profile_budget():
     adapter, codebook = banded_adapter(), banded_curve()
     z = adapter.sample_latents(6, seed=0)
-    ranked = rank_segments(adapter, codebook, z, 0.5, probe=BandMeans(), progress=False)
+    ranked = rank_segments(adapter, codebook, z, 0.5, probe=BandMeans(), coverage=0.9, progress=False)
     by_segment = {r.segment: r for r in ranked}
     assert by_segment[0].probe_top == "band0" and by_segment[0].exclusivity == pytest.approx(1.0)
     assert by_segment[2].probe_top == "band2"

@@ -193,10 +193,10 @@ def _atlas(args: argparse.Namespace) -> int:
     run, curve, adapter, generator = _open_run(args)
     probe = _load_probe(args.probe)
     codebook = curve.codebook.detach()
-    tracks = factor_tracks(adapter, codebook, probe, batch_size=args.batch_size, progress=not args.quiet)
+    images = adapter.render(codebook, batch_size=args.batch_size, progress=not args.quiet)
+    tracks = factor_tracks(adapter, codebook, probe, images=images, batch_size=args.batch_size, progress=False)
     out = Path(args.out) if args.out else run / "atlas.png"
-    draw_atlas(tracks, adapter.render(codebook, batch_size=args.batch_size, progress=False), out,
-               title=f"panoptic atlas: {run}")
+    draw_atlas(tracks, images, out, title=f"panoptic atlas: {run}")
     panoptic = tracks.panoptic_scores().tolist()
     write_record(out.with_suffix(".json"), {
         "command": "atlas", "run": str(run), "image": str(out), "probe": args.probe, "names": tracks.names,

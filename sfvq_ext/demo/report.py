@@ -52,7 +52,7 @@ def run_demo(out_dir, *, bits: int = 6, seed: int = 0, epochs: int = 5, samples_
     stages.update()
 
     stages.set_postfix_str("the panoptic atlas")
-    tracks = factor_tracks(adapter, codebook, FactorScores(probe), progress=False)
+    tracks = factor_tracks(adapter, codebook, FactorScores(probe), images=codebook_images, progress=False)
     draw_atlas(tracks, codebook_images, out / "atlas.png", title="panoptic atlas: the factor probe on every codebook vector")
     panoptic = dict(zip(tracks.names, tracks.panoptic_scores().tolist()))
     stages.update()

@@ -65,20 +65,33 @@ def panoptic_score(values: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def factor_tracks(adapter, codebook: Tensor, probe, *, names=None, batch_size: int = 64,
-                  progress: bool = True) -> FactorTracks:
+def factor_tracks(adapter, codebook: Tensor, probe, *, names=None, images: Tensor | None = None,
+                  batch_size: int = 64, progress: bool = True) -> FactorTracks:
     """Render every codebook vector (``codebook`` ``(K, latent_dim)``, in curve order)
     and read each with ``probe`` (any callable ``images (n, 3, H, W) in [-1, 1] -> (n,
     F)`` float scores; names from ``names``, else ``probe.names``, else ``score i``).
-    Returns a :class:`FactorTracks`. Raises ``ValueError`` for a codebook of the wrong
-    width or a probe whose output is not ``(n, F)`` finite floats."""
+    ``images``: the codebook's renders ``(K, 3, H, W)`` if the caller already has them
+    (e.g. from :func:`render_codebook`), so that nothing is rendered twice. Returns a
+    :class:`FactorTracks`. Raises ``ValueError`` for a codebook of the wrong width,
+    ``images`` of another count than the codebook's, or a probe whose output is not
+    ``(n, F)`` finite floats."""
     if not isinstance(codebook, Tensor) or codebook.dim() != 2 or codebook.shape[0] < 2:
         raise ValueError("factor_tracks: codebook must be a (K, latent_dim) tensor with K >= 2")
     if codebook.shape[1] != adapter.latent_dim:
         raise ValueError(f"factor_tracks: codebook has width {codebook.shape[1]}, the generator's latents "
                          f"{adapter.latent_dim}")
-    scores = [call_probe(probe, adapter.render(part, batch_size=batch_size, progress=False))
-              for part in codebook.detach().split(batch_size)]
+    if images is not None and (not isinstance(images, Tensor) or images.dim() != 4
+                               or images.shape[0] != codebook.shape[0]):
+        got = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"factor_tracks: images must be the codebook's {codebook.shape[0]} renders "
+                         f"(K, 3, H, W), got {got}")
+    from tqdm.auto import tqdm
+
+    scores = []
+    for start in tqdm(range(0, codebook.shape[0], batch_size), desc="atlas", unit="batch", disable=not progress):
+        part = (images[start:start + batch_size] if images is not None
+                else adapter.render(codebook[start:start + batch_size].detach(), batch_size=batch_size, progress=False))
+        scores.append(call_probe(probe, part))
     scores = torch.cat(scores)
     return FactorTracks(scores, probe_names(probe, scores.shape[1], names))
 
