@@ -148,7 +148,6 @@ def main() -> None:
         f"method; {args.seeds} seeds (the methods' own seeds)",
         "- score per factor: mean |change| of the probe's reading between neighbouring codebook vectors over the mean "
         "|change| between all pairs (1 = no order, lower = better); shape: the mean over the three class probabilities",
-        "",
         "- SFVQ vs another: on par when the means differ by no more than the larger of the two seed standard "
         "deviations, else better (lower) or worse",
         "",

@@ -59,9 +59,27 @@ def test_shipped_generator_draws_shapes_the_probe_recognises():
     images = g.render(g.sample_latents(64, seed=5), progress=False)
     assert images.shape == (64, 3, 32, 32)
     probs, values = load_probe().read(images)
-    # a confident shape for most images (measured: 73% above 0.8), and all three shapes among them
+    # a confident shape for most images (measured: 80% above 0.8), and all three shapes among them
     assert (probs.max(1).values > 0.8).float().mean() > 0.6
     assert len(set(probs.argmax(1).tolist())) == 3
+
+
+def test_shipped_generator_was_trained_with_style_mixing_and_splits_its_layers():
+    """The shipped weights record StyleGAN2's style mixing and the world they were trained
+    on; single-layer edits (benchmarks/layer_factors.py in small) move pose and shape
+    most on the coarse layers, hue in the middle and the background on the fine ones."""
+    g = load_generator()
+    info = g.G.training_info
+    assert info["style_mixing_prob"] == 0.9 and info["world_factors"] == list(world.FACTORS)
+    probe = load_probe()
+    step = edit_step(g.sample_latents(4096, seed=1))
+    latents = g.sample_latents(16, seed=2)
+    directions = torch.nn.functional.normalize(torch.randn(8, 64, generator=torch.Generator().manual_seed(3)), dim=1)
+    by_layer = torch.stack([factor_changes(g, probe, latents, directions, step, layers=range(l, l + 1)).mean(0)
+                            for l in range(g.num_layers)])  # (layers, factors)
+    peak = dict(zip(world.FACTORS, by_layer.argmax(0).tolist()))
+    assert all(peak[f] <= 1 for f in ("shape", "size", "x", "y", "rotation")), peak
+    assert 2 <= peak["hue"] <= 5 and peak["background"] >= 5, peak
 
 
 def test_measurement_of_directions():
