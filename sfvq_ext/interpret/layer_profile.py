@@ -19,11 +19,11 @@ from tqdm.auto import tqdm
 from .change import image_change, probe_change
 from .directions import check_directions
 
-# Half the change: a W direction moves every layer a little (each single-layer edit of the
-# demo generator keeps 2-4% of the profile), so a 90% range spans 7 of 8 layers whatever the
-# direction does, while the shortest range with half of it is where the direction acts
-# most: 2.6-3.0 layers, and higher probe dominance than all layers for SFVQ segments,
-# GANSpace and SeFa alike (benchmarks/results/interpretability.md).
+# Half the change: a W direction moves every layer a little (on the demo generator even
+# the quietest layer holds 1-5% of a direction's profile), so a 90% range spans 7 of 8
+# layers whatever the direction does, while the shortest range with half of it is where
+# the direction acts most: 2.6-3.0 layers, and higher probe dominance than all layers for
+# SFVQ segments, GANSpace and SeFa alike (benchmarks/results/interpretability.md).
 DEFAULT_COVERAGE = 0.5
 
 
