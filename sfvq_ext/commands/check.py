@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import torch
 
@@ -46,7 +47,8 @@ def run_demo(args: argparse.Namespace) -> int:
     from sfvq_ext.demo.report import run_demo as write_demo
 
     page = write_demo(args.out, bits=args.bits, seed=args.seed, progress=not args.quiet)
-    print(f"wrote {page}: open it in a browser")
+    print(f"wrote {page} (the report) and {Path(page).parent / 'explore' / 'index.html'} (the curve explorer): "
+          "open them in a browser")
     return 0
 
 

@@ -169,7 +169,10 @@ suggested W+ layer range, layer-group toggles and what the factor probe reads in
 
 <h2>How disentangled are the directions?</h2>
 <p>For each method's 8 most active directions: the share of the probe-measured change that falls on the single
-most-changed factor (1 = one factor alone), and the mean total change.</p>
+most-changed factor (1 = one factor alone), and the mean total change. One fit, one seed, all layers edited,
+SFVQ's 8 of its 63 segments against GANSpace's and SeFa's first 8: a glance, not the comparison, which is
+<code>benchmarks/interpretability.py</code> (3 seeds, as many candidates for each method, with and without
+layer ranges; its numbers are in the package's docs/gan.md).</p>
 <table><tr><th>method</th><th>dominance</th><th>total change</th></tr>{score_rows}</table>
 
 <h2>The fit</h2>
