@@ -20,7 +20,8 @@ scored editing all W+ layers and editing only its suggested layer range, for eac
 contiguous range holding that share of the change: 0.9, the rule before, and 0.5,
 the package's default). The same rule, the same step and the same latents for all
 three methods; the probe that scores is not used to choose the ranges.
-`--generator PATH` scores other weights (e.g. the generator shipped before). As an upper reference, each method's most active directions are also
+`--generator PATH` scores other weights (e.g. the generator shipped before). As an
+upper reference, each method's most active directions are also
 scored on the contiguous range the scoring probe itself likes best (the highest
 dominance of all 36 ranges of the 8 layers): what a range could give at most.
 """
@@ -39,7 +40,7 @@ import sfvq_ext
 from sfvq_ext.interpret import ganspace_directions, sefa_directions
 from sfvq_ext.demo import load_generator, load_probe, world
 from sfvq_ext.demo.measure import dominance, edit_step, factor_changes, method_score
-from sfvq_ext.interpret import layer_profiles, suggest_layers
+from sfvq_ext.interpret import LayerProfile, layer_profiles
 
 
 METHODS = ("SFVQ segments", "GANSpace", "SeFa")
@@ -64,20 +65,15 @@ def run_seed(adapter, probe, seed: int, bits: int, top: int, n_latents: int, n_p
         profiles = layer_profiles(adapter, profile_latents, dirs, step, progress=False)
         leading = changes.sum(1).argsort(descending=True)[:top]
         for coverage in coverages:  # one set of profiles, a range per coverage
-            ranges = [suggest_layers(p.change, coverage) for p in profiles]
-            ranged = factor_changes(adapter, probe, latents, dirs, step, layers=ranges)
+            suggested = [LayerProfile.from_change(p.change, coverage) for p in profiles]
+            ranged = factor_changes(adapter, probe, latents, dirs, step, layers=[s.layers for s in suggested])
             chosen = ranged.sum(1).argsort(descending=True)[:top]
             result[f"{name} (ranges {coverage})"] = method_score(ranged, top=top) + (
-                statistics.mean(len(ranges[int(i)]) for i in chosen),)
+                statistics.mean(len(suggested[int(i)].layers) for i in chosen),)
             # where the leading directions act: their suggested ranges, most active first
-            result[f"{name} (labels {coverage})"] = [label(ranges[int(i)]) for i in leading]
+            result[f"{name} (labels {coverage})"] = [suggested[int(i)].label for i in leading]
         result[name + " (best range)"] = best_range_score(adapter, probe, latents, dirs, step, changes, top)
     return result
-
-
-def label(layers: range) -> str:
-    a, b = layers.start, layers.stop - 1
-    return f"W{a}" if a == b else f"W{a}-W{b}"
 
 
 def best_range_score(adapter, probe, latents, dirs, step, changes, top: int) -> tuple[float, float, float]:

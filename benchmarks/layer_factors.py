@@ -26,19 +26,9 @@ from pathlib import Path
 import torch
 
 from sfvq_ext.demo import load_generator, load_probe, world
-from sfvq_ext.demo.measure import edit_step, factor_changes
+from sfvq_ext.demo.measure import edit_step, layer_factor_changes
 
 RESULTS = Path(__file__).with_name("results")
-
-
-@torch.no_grad()
-def layer_factor_matrix(adapter, probe, latents: torch.Tensor, directions: torch.Tensor, step: float) -> torch.Tensor:
-    """(num_layers, factors): mean factor change of single-layer edits, over directions."""
-    rows = []
-    for layer in range(adapter.num_layers):
-        changes = factor_changes(adapter, probe, latents, directions, step, layers=range(layer, layer + 1))
-        rows.append(changes.mean(0))
-    return torch.stack(rows)
 
 
 def draw(matrix: torch.Tensor, path: Path, title: str) -> None:
@@ -79,7 +69,7 @@ def main() -> None:
     g = torch.Generator().manual_seed(3)
     directions = torch.randn(args.directions, adapter.latent_dim, generator=g)
     directions = directions / directions.norm(dim=1, keepdim=True)
-    matrix = layer_factor_matrix(adapter, probe, latents, directions, step)
+    matrix = layer_factor_changes(adapter, probe, latents, directions, step)
     info = adapter.G.training_info
     title = (f"single-layer edits: factor change by layer ({info.get('steps')} steps, style mixing "
              f"{info.get('style_mixing_prob', 0)})")

@@ -3,7 +3,7 @@ curve, a 1-D self-organizing map (MiniSom) and k-means centroids ordered by a sh
 tour, all with the same K on the same latents, 3 seeds. Writes
 benchmarks/results/panoptic.md.
 
-    python benchmarks/panoptic.py            # 3 seeds, K = 64; a few minutes on 2 CPU cores
+    python benchmarks/panoptic.py            # 3 seeds, K = 64; about a minute on 2 CPU cores
     python benchmarks/panoptic.py --quick    # 1 seed, no file written
 
 The paper's first claim is that the ordered codebook tells which part of the latent
@@ -38,7 +38,7 @@ import torch
 import sfvq_ext
 from sfvq_ext.demo import load_generator, load_probe
 from sfvq_ext.demo.measure import FactorScores
-from sfvq_ext.interpret import factor_tracks, panoptic_score
+from sfvq_ext.interpret import factor_tracks
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fit_quality import fit_kmeans, fit_som  # noqa: E402  (the same baselines as the fit benchmark)
@@ -92,7 +92,7 @@ def codebook_of(method: str, w: torch.Tensor, bits: int, seed: int) -> torch.Ten
 
 def factor_scores(tracks) -> dict[str, float]:
     """Panoptic score per factor; the three shape probabilities averaged into "shape"."""
-    scores = dict(zip(tracks.names, panoptic_score(tracks.scores).tolist()))
+    scores = dict(zip(tracks.names, tracks.panoptic_scores().tolist()))
     shape = [v for n, v in scores.items() if n.startswith("shape:")]
     return {"shape": statistics.mean(shape), **{n: v for n, v in scores.items() if not n.startswith("shape:")}}
 

@@ -77,6 +77,19 @@ def test_panoptic_score_closed_forms():
         panoptic_score(torch.ones(1, 3))
 
 
+def test_panoptic_scores_by_name_and_most_ordered():
+    """The JSON-ready scores (a constant track: None, not NaN) and the tracks ranked by them."""
+    K = 9
+    sweep = torch.arange(K, dtype=torch.float64)  # 3 / (K + 1)
+    zigzag = torch.tensor([0.0, 1.0] * 4 + [0.0], dtype=torch.float64)
+    tracks = FactorTracks(torch.stack([zigzag, torch.ones(K), sweep], 1), ["zigzag", "flat", "sweep"])
+    by_name = tracks.panoptic_by_name()
+    want = panoptic_score(tracks.scores)
+    assert list(by_name) == ["zigzag", "flat", "sweep"] and by_name["flat"] is None
+    assert by_name["zigzag"] == want[0].item() and by_name["sweep"] == want[2].item() == pytest.approx(3 / (K + 1))
+    assert tracks.most_ordered() == [("sweep", by_name["sweep"]), ("zigzag", by_name["zigzag"])]
+
+
 def test_draw_atlas_writes_a_picture(adapter, tmp_path):
     codebook = adapter.sample_latents(12, seed=2)
     tracks = factor_tracks(adapter, codebook, MeanColour(), progress=False)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sfvq_ext.demo import load_generator, load_probe, world
-from sfvq_ext.demo.measure import dominance, edit_step, factor_changes, method_score
+from sfvq_ext.demo.measure import dominance, edit_step, factor_changes, layer_factor_changes, method_score
 from sfvq_ext.demo.probe import scores
 
 pytestmark = pytest.mark.usefixtures("no_network")
@@ -75,8 +75,7 @@ def test_shipped_generator_was_trained_with_style_mixing_and_splits_its_layers()
     step = edit_step(g.sample_latents(4096, seed=1))
     latents = g.sample_latents(16, seed=2)
     directions = torch.nn.functional.normalize(torch.randn(8, 64, generator=torch.Generator().manual_seed(3)), dim=1)
-    by_layer = torch.stack([factor_changes(g, probe, latents, directions, step, layers=range(l, l + 1)).mean(0)
-                            for l in range(g.num_layers)])  # (layers, factors)
+    by_layer = layer_factor_changes(g, probe, latents, directions, step)  # (layers, factors)
     peak = dict(zip(world.FACTORS, by_layer.argmax(0).tolist()))
     assert all(peak[f] <= 1 for f in ("shape", "size", "x", "y", "rotation")), peak
     assert 2 <= peak["hue"] <= 5 and peak["background"] >= 5, peak

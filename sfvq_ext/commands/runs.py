@@ -197,14 +197,12 @@ def _atlas(args: argparse.Namespace) -> int:
     tracks = factor_tracks(adapter, codebook, probe, images=images, batch_size=args.batch_size, progress=False)
     out = Path(args.out) if args.out else run / "atlas.png"
     draw_atlas(tracks, images, out, title=f"panoptic atlas: {run}")
-    panoptic = tracks.panoptic_scores().tolist()
     write_record(out.with_suffix(".json"), {
         "command": "atlas", "run": str(run), "image": str(out), "probe": args.probe, "names": tracks.names,
-        "panoptic": {n: (None if v != v else v) for n, v in zip(tracks.names, panoptic)},
-        "scores": tracks.scores.tolist(), **generator})
-    best = min((v, n) for n, v in zip(tracks.names, panoptic) if v == v) if any(v == v for v in panoptic) else None
+        "panoptic": tracks.panoptic_by_name(), "scores": tracks.scores.tolist(), **generator})
+    best = tracks.most_ordered()[:1]
     print(f"wrote {out} ({len(tracks.names)} tracks over {len(codebook)} codebook vectors"
-          + (f"; most ordered: {best[1]}, panoptic score {best[0]:.2f})" if best else ")"))
+          + "".join(f"; most ordered: {n}, panoptic score {v:.2f}" for n, v in best) + ")")
     return 0
 
 

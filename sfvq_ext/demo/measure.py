@@ -63,6 +63,15 @@ def factor_changes(adapter, probe, latents: Tensor, directions: Tensor, strength
     return table.changes.float()
 
 
+@torch.no_grad()
+def layer_factor_changes(adapter, probe, latents: Tensor, directions: Tensor, strength: float) -> Tensor:
+    """Which W+ layers move which factor: ``(num_layers, 8)``, row l the mean over
+    ``directions`` of :func:`factor_changes` when only layer l is edited
+    (``benchmarks/layer_factors.py`` draws it)."""
+    return torch.stack([factor_changes(adapter, probe, latents, directions, strength, layers=range(l, l + 1)).mean(0)
+                        for l in range(adapter.num_layers)])
+
+
 def dominance(changes: Tensor) -> Tensor:
     """Share of each direction's total factor change on its most-changed factor."""
     return changes.max(dim=1).values / changes.sum(dim=1).clamp_min(1e-12)

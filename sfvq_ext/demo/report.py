@@ -54,7 +54,6 @@ def run_demo(out_dir, *, bits: int = 6, seed: int = 0, epochs: int = 5, samples_
     stages.set_postfix_str("the panoptic atlas")
     tracks = factor_tracks(adapter, codebook, FactorScores(probe), images=codebook_images, progress=False)
     draw_atlas(tracks, codebook_images, out / "atlas.png", title="panoptic atlas: the factor probe on every codebook vector")
-    panoptic = dict(zip(tracks.names, tracks.panoptic_scores().tolist()))
     stages.update()
 
     stages.set_postfix_str("measuring every direction with the probe")
@@ -105,27 +104,24 @@ def run_demo(out_dir, *, bits: int = 6, seed: int = 0, epochs: int = 5, samples_
               "scores": {m: {"dominance": d, "total_change": t} for m, (d, t) in scores.items()},
               "segments": [describe(row) for row in changes["SFVQ"]],
               "projection_mse": [h["projection_mse"] for h in curve.history],
-              "panoptic": {n: (None if v != v else v) for n, v in panoptic.items()},
+              "panoptic": tracks.panoptic_by_name(),
               "generator": G.training_info}
     atomic_write_bytes(out / "demo.json", json.dumps(record, indent=2).encode())
-    page = _page(curve, record, edits, baselines, Path(augment["sheet"]).relative_to(out), longest, changes["SFVQ"])
+    page = _page(curve, record, edits, baselines, Path(augment["sheet"]).relative_to(out), longest, changes["SFVQ"],
+                 tracks.most_ordered()[:3])
     atomic_write_bytes(out / "index.html", page.encode())
     stages.update()
     stages.close()
     return out / "index.html"
 
 
-def _most_ordered(panoptic: dict) -> str:
-    ranked = sorted((v, n) for n, v in panoptic.items() if v is not None)
-    return "Most ordered: " + ", ".join(f"{n} ({v:.2f})" for v, n in ranked[:3]) + "." if ranked else ""
-
-
 def _figure(src, caption: str) -> str:
     return f'<figure><img src="{html.escape(str(src))}" alt=""><figcaption>{caption}</figcaption></figure>'
 
 
-def _page(curve, record, edits, baselines, sheet, sheet_segment, seg_changes) -> str:
+def _page(curve, record, edits, baselines, sheet, sheet_segment, seg_changes, most_ordered) -> str:
     K = curve.current_codebook_size
+    ordered = ("Most ordered: " + ", ".join(f"{n} ({v:.2f})" for n, v in most_ordered) + ".") if most_ordered else ""
     score_rows = "".join(f"<tr><td>{m}</td><td>{s['dominance']:.2f}</td><td>{s['total_change']:.3f}</td></tr>"
                          for m, s in record["scores"].items())
     segment_rows = "".join(f"<tr><td>{i}</td><td>{html.escape(d)}</td><td>{seg_changes[i].sum():.3f}</td></tr>"
@@ -155,7 +151,7 @@ suggested W+ layer range, layer-group toggles and what the factor probe reads in
 {_figure('codebook.png', f'All {K} codebook vectors rendered in order, row by row: neighbours on the curve look alike, so the strip shows which stretch of W holds which shapes, colours and positions.')}
 
 <h2>The panoptic atlas</h2>
-{_figure('atlas.png', 'Every score of the factor probe for every codebook vector, in curve order, under the codebook strip (each track scaled to its own range). Beside each name its panoptic score: the mean change between neighbouring vectors over that between random pairs (1: no order; lower: the curve sweeps that factor in order). ' + html.escape(_most_ordered(record['panoptic'])))}
+{_figure('atlas.png', 'Every score of the factor probe for every codebook vector, in curve order, under the codebook strip (each track scaled to its own range). Beside each name its panoptic score: the mean change between neighbouring vectors over that between random pairs (1: no order; lower: the curve sweeps that factor in order). ' + html.escape(ordered))}
 
 <h2>Editing along curve segments</h2>
 <p>The three segments whose edits change the images most, as judged by the probe.</p>

@@ -133,7 +133,7 @@ def write_explorer(adapter, codebook: Tensor, out_dir, *, latents: Tensor | None
         tracks = factor_tracks(adapter, codebook, probe, names=probe_names, batch_size=batch_size, progress=False)
         atlas = {"names": tracks.names, "values": tracks.normalized().tolist(),
                  "low": tracks.scores.min(0).values.tolist(), "high": tracks.scores.max(0).values.tolist(),
-                 "panoptic": [None if v != v else v for v in tracks.panoptic_scores().tolist()]}
+                 "panoptic": list(tracks.panoptic_by_name().values())}
     stages.update()
 
     stages.set_postfix_str("ranking segments")

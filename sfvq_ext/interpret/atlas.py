@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from .change import call_probe, probe_names
 from .pictures import to_uint8
@@ -38,6 +39,14 @@ class FactorTracks:
     def panoptic_scores(self) -> Tensor:
         """Per factor, float64 ``(F,)``: :func:`panoptic_score` of its track."""
         return panoptic_score(self.scores)
+
+    def panoptic_by_name(self) -> dict[str, float | None]:
+        """``{name: panoptic score}``, ready for JSON: None for a constant track (NaN)."""
+        return {n: (None if v != v else v) for n, v in zip(self.names, self.panoptic_scores().tolist())}
+
+    def most_ordered(self) -> list[tuple[str, float]]:
+        """``(name, panoptic score)`` of every non-constant track, most ordered (lowest) first."""
+        return sorted(((n, v) for n, v in self.panoptic_by_name().items() if v is not None), key=lambda nv: nv[1])
 
     def normalized(self) -> Tensor:
         """The tracks scaled to ``[0, 1]`` each (min to max over the curve; a constant
@@ -85,8 +94,6 @@ def factor_tracks(adapter, codebook: Tensor, probe, *, names=None, images: Tenso
         got = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
         raise ValueError(f"factor_tracks: images must be the codebook's {codebook.shape[0]} renders "
                          f"(K, 3, H, W), got {got}")
-    from tqdm.auto import tqdm
-
     scores = []
     for start in tqdm(range(0, codebook.shape[0], batch_size), desc="atlas", unit="batch", disable=not progress):
         part = (images[start:start + batch_size] if images is not None
