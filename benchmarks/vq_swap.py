@@ -24,7 +24,10 @@ between neighbouring codebook vectors over that of all pairs (1: no order, as fo
 unordered codebook read in index order; smaller: neighbours alike). Besides the literal swap, SFVQ rows with other
 ``grow_every`` values (steps per size) show how the default was chosen, and
 ``grow_every=None`` is the layer as it was before automatic growth (it stays at 4
-vectors unless the user calls expand()).
+vectors unless the user calls expand()). Three rows add one line to the loop, an
+expand hook (``SFVQ.register_expand_hook``) that handles Adam's state for the codebook
+at each doubling: started afresh (the recipe in SFVQ's docstring), moments zeroed, or
+moved with the rows (what the layer does not do, and why).
 """
 
 from __future__ import annotations
@@ -44,10 +47,14 @@ import sfvq_ext
 
 RESULTS = Path(__file__).with_name("results")
 DIM, CODES = 16, 64
-# (label, constructor keywords for SFVQ; None = VectorQuantize)
+# (label, constructor keywords for SFVQ (None = VectorQuantize), what an expand hook does
+# with Adam's state for the codebook at each doubling (None = no hook: the literal swap))
 CONTENDERS = [
     ("VectorQuantize(dim=16, codebook_size=64, accept_image_fmap=True)", None),
     ("SFVQ(16, codebook_size=64, accept_image_fmap=True)  [the literal swap, default grow_every=100]", {}),
+    ("SFVQ + Adam's state for the codebook started afresh at each doubling (expand hook)", {}, "reset"),
+    ("SFVQ + Adam's moments zeroed at each doubling, its step count kept (expand hook)", {}, "zero"),
+    ("SFVQ + Adam's moments moved with the rows at each doubling (expand hook)", {}, "move"),
     ("SFVQ, grow_every=25", {"grow_every": 25}),
     ("SFVQ, grow_every=50", {"grow_every": 50}),
     ("SFVQ, grow_every=200", {"grow_every": 200}),
@@ -86,11 +93,35 @@ def make_quantizer(keywords: dict | None) -> nn.Module:
     return sfvq_ext.SFVQ(DIM, codebook_size=CODES, accept_image_fmap=True, **keywords)
 
 
-def train(keywords, train_x, epochs: int, batch: int, lr: float, seed: int) -> tuple[ConvAutoencoder, float]:
-    """The same loop for every quantizer: one optimizer, loss = reconstruction + quantizer loss."""
+def on_expand_hook(optimizer: torch.optim.Optimizer, what: str):
+    """An expand hook doing ``what`` with the optimizer's state for the codebook:
+    "reset" (drop it: Adam starts afresh on the next step, the recipe in SFVQ's
+    docstring), "zero" (moments to zero, step count kept: Adam's bias correction then
+    takes larger steps for a while) or "move" (each new row takes the moments of the
+    old row it was split from: what the layer deliberately does not do)."""
+    def hook(vq: sfvq_ext.SFVQ) -> None:
+        if what == "reset":
+            optimizer.state.pop(vq.weight, None)
+            return
+        source = torch.arange(vq.current_codebook_size) // 2  # new rows 2j, 2j+1 come from old row j
+        for value in optimizer.state.get(vq.weight, {}).values():
+            if value.shape == vq.weight.shape:
+                if what == "zero":
+                    value.zero_()
+                else:
+                    value[: len(source)] = value[source].clone()
+    return hook
+
+
+def train(keywords, train_x, epochs: int, batch: int, lr: float, seed: int,
+          on_expand: str | None = None) -> tuple[ConvAutoencoder, float]:
+    """The same loop for every quantizer: one optimizer, loss = reconstruction + quantizer loss
+    (plus, for the on_expand rows, one expand hook: :func:`on_expand_hook`)."""
     torch.manual_seed(seed)
     model = ConvAutoencoder(make_quantizer(keywords))
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    if on_expand is not None:
+        model.quantizer.register_expand_hook(on_expand_hook(optimizer, on_expand))
     order = torch.Generator().manual_seed(seed)
     started = time.perf_counter()
     for _ in range(epochs):
@@ -138,10 +169,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     train_x, test_x = load_digits()
     steps = args.epochs * -(-len(train_x) // args.batch)
-    results: dict[str, list[dict]] = {label: [] for label, _ in CONTENDERS}
+    results: dict[str, list[dict]] = {label: [] for label, *_ in CONTENDERS}
     for seed in range(args.seeds):
-        for label, keywords in CONTENDERS:
-            model, seconds = train(keywords, train_x, args.epochs, args.batch, args.lr, seed)
+        for label, keywords, *on_expand in CONTENDERS:
+            model, seconds = train(keywords, train_x, args.epochs, args.batch, args.lr, seed, *on_expand)
             r = evaluate(model, test_x) | {"seconds": seconds}
             results[label].append(r)
             print(f"seed {seed}  {label[:60]:60s} mse {r['mse']:.5f} (index only {r['mse_index_only']:.5f})  used {r['used']:2d}/{r['size']:2d}  "
@@ -169,13 +200,14 @@ def main() -> None:
         f"training, {len(test_x)} held out (fixed split)",
         f"- model: conv encoder -> (B, {DIM}, 4, 4) feature maps -> quantizer with {CODES} codes -> conv decoder; "
         f"one Adam over all parameters, lr {args.lr}, batch {args.batch}, {args.epochs} epochs ({steps} steps); "
-        "loss = reconstruction MSE + the quantizer's loss; nothing else differs between the rows",
+        "loss = reconstruction MSE + the quantizer's loss; nothing else differs between the rows but the "
+        "expand hook of the three rows that name one (one line added to the loop, `on_expand_hook`)",
         f"- mean ± sd over {args.seeds} seeds; held-out images, eval mode; ratio = MSE / VectorQuantize's MSE",
         "",
         "| quantizer | held-out MSE | ratio | MSE, index only | codes used | size at the end | ordering | train s |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for label, _ in CONTENDERS:
+    for label, *_ in CONTENDERS:
         ratio = statistics.mean(r["mse"] for r in results[label]) / reference
         lines.append(f"| {label} | {cell(label, 'mse', '.5f')} | {ratio:.2f} | {cell(label, 'mse_index_only', '.5f')} | "
                      f"{cell(label, 'used', '.1f')} | "

@@ -54,6 +54,9 @@ CONFIGS = {
     # check 4: automatic growth every 2 steps, 4 -> 8 -> 16 (full) in 7 steps
     "grow": dict(vq=dict(bits=4, gradient="nsvq", sync_codebook=True, grow_every=2),
                  seed=5, init="lazy", opt="adam", steps=7),
+    # check 4b: the same growth with an expand hook that starts the codebook's Adam state afresh
+    "grow_reset": dict(vq=dict(bits=4, gradient="nsvq", sync_codebook=True, grow_every=2),
+                       seed=5, init="lazy", opt="adam", steps=7, reset_adam_on_expand=True),
     # check 5: FSDP2, the curve set before sharding, no growth
     "fsdp": dict(vq=dict(bits=3, gradient="nsvq", sync_codebook=True, grow_every=None),
                  seed=9, init="preset", opt="adam", steps=4),
@@ -61,7 +64,7 @@ CONFIGS = {
     "fsdp_grow": dict(vq=dict(bits=4, gradient="nsvq", sync_codebook=True, grow_every=2),
                       seed=13, init="lazy", opt="adam", steps=5),
 }
-DDP_RUNS = ("seeded_nsvq_sync", "seeded_st_nosync", "global_rng_st_sync", "frozen", "grow")
+DDP_RUNS = ("seeded_nsvq_sync", "seeded_st_nosync", "global_rng_st_sync", "frozen", "grow", "grow_reset")
 FSDP_RUNS = ("fsdp", "fsdp_grow")
 
 
@@ -104,11 +107,22 @@ def make_model(name: str) -> Net:
     return model
 
 
-def make_optimizer(name: str, model: nn.Module) -> torch.optim.Optimizer:
+def make_optimizer(name: str, model: Net) -> torch.optim.Optimizer:
     # every parameter, the frozen codebook included (an optimizer skips a None grad)
     if CONFIGS[name]["opt"] == "adam":
-        return torch.optim.Adam(model.parameters(), lr=2e-2)
-    return torch.optim.SGD(model.parameters(), lr=5e-2, momentum=0.9)
+        optimizer = torch.optim.Adam(model.parameters(), lr=2e-2)
+    else:
+        optimizer = torch.optim.SGD(model.parameters(), lr=5e-2, momentum=0.9)
+    if CONFIGS[name].get("reset_adam_on_expand"):  # the recipe in SFVQ's docstring
+        model.vq.register_expand_hook(lambda vq: optimizer.state.pop(vq.weight, None))
+    return optimizer
+
+
+def adam_steps(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, int]:
+    """Per parameter, the steps Adam's state for it has counted (empty for another optimizer)."""
+    if not isinstance(optimizer, torch.optim.Adam):
+        return {}
+    return {n: int(optimizer.state[p]["step"]) for n, p in model.named_parameters() if p in optimizer.state}
 
 
 def batch(name: str, step: int, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -170,6 +184,7 @@ def run_ddp(name: str, rank: int) -> dict:
     for step in range(cfg["steps"]):
         record["steps"].append(train_step(name, step, rank, model, ddp, opt))
     record["params"] = params_of(model)
+    record["adam_steps"] = adam_steps(model, opt)
     if name == "frozen":
         record["frozen_grad_is_none"] = model.vq.weight.grad is None
         model.vq.freeze_codebook = False

@@ -441,6 +441,90 @@ def test_growth_keeps_the_curve_and_reaches_the_configured_size():
     assert vq.codebook_size == 32 and "current_codebook_size=32" in repr(vq)
 
 
+def adam_steps(model: Host, x: torch.Tensor, steps: int, *, compiled=False, reset="hook"):
+    """Adam steps on ``model``; at each doubling the codebook's Adam state is dropped,
+    by an expand hook (``reset="hook"``) or by the loop itself when it sees the size
+    change after the forward (``reset="loop"``, the oracle: no hook involved)."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    vq = model.vq
+    if reset == "hook":
+        vq.register_expand_hook(lambda m: optimizer.state.pop(m.weight, None))
+    fn = torch.compile(model, backend="aot_eager") if compiled else model
+    for _ in range(steps):
+        size = vq.current_codebook_size
+        out, _, loss = fn(x)
+        if reset == "loop" and vq.current_codebook_size != size:
+            optimizer.state.pop(vq.weight, None)
+        optimizer.zero_grad()
+        (out.square().mean() + loss).backward()
+        optimizer.step()
+    return optimizer
+
+
+def test_expand_hooks_run_once_per_doubling_in_order_and_can_be_removed():
+    vq = sfvq_ext.SFVQ(4, codebook_size=32, grow_every=2)
+    calls = []
+    first = vq.register_expand_hook(lambda m: calls.append(("first", m.current_codebook_size, torch.is_grad_enabled(),
+                                                            int(m.stage_steps), int(m.segment_usage.sum()))))
+    vq.register_expand_hook(lambda m: calls.append(("second", m.current_codebook_size)))
+    x = torch.randn(64, 4)
+    for _ in range(5):  # initialised at 4 by the first batch, doubled before steps 3 and 5
+        vq(x)
+    # after the doubling: the new size, fresh counts, no autograd; in the order registered
+    assert calls == [("first", 8, False, 0, 0), ("second", 8), ("first", 16, False, 0, 0), ("second", 16)]
+    vq.expand()  # by hand
+    assert calls[-2:] == [("first", 32, False, 0, 0), ("second", 32)]
+    first.remove()
+    calls.clear()
+    vq.reset_codebook()
+    for _ in range(3):
+        vq(x)
+    assert calls == [("second", 8)]
+    with pytest.raises(TypeError, match="hook must be callable"):
+        vq.register_expand_hook("optimizer")
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_expand_hook_resetting_adam_is_the_loop_resetting_it_itself(compiled):
+    """The recipe in SFVQ's docstring, through automatic growth (eager and compiled:
+    growth runs between graphs): every step equals the loop that drops the state
+    itself, and after the run the codebook's Adam state counts only the steps since
+    the last doubling while every other parameter's counts them all."""
+    x = host_input(False)
+    runs = []
+    for reset in ("loop", "hook"):
+        torch._dynamo.reset()
+        torch.manual_seed(0)
+        model = Host(make_vq(grow_every=3, size_bits=2), False)
+        optimizer = adam_steps(model, x, 8, compiled=compiled and reset == "hook", reset=reset)
+        runs.append((model.state_dict(), optimizer))
+    (want, _), (got, optimizer) = runs
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+    assert int(got["vq.curve_size"]) == 16  # doubled before steps 4 and 7
+    steps = {name: int(optimizer.state[p]["step"]) for name, p in model.named_parameters()}
+    assert steps == {"encoder.weight": 8, "encoder.bias": 8, "vq.weight": 2, "decoder.weight": 8, "decoder.bias": 8}
+
+
+def test_expand_hooks_stay_with_the_process_that_registered_them():
+    """Pickling and deepcopy leave the hooks out (a lambda over an optimizer would not
+    pickle, and a copy's growth must not touch the original's optimizer); the copy
+    still grows as the original does."""
+    model = Host(make_vq(grow_every=2, size_bits=2), False)
+    calls = []
+    model.vq.register_expand_hook(lambda m: calls.append(m))
+    buffer = io.BytesIO()
+    torch.save(model, buffer)  # would fail on the lambda if the hook were pickled
+    twins = [copy.deepcopy(model), torch.load(io.BytesIO(buffer.getvalue()), weights_only=False)]
+    x = host_input(False)
+    want = train_steps(copy.deepcopy(model), x, 3)
+    for twin in twins:
+        assert_same_steps(want, train_steps(twin, x, 3))
+        assert twin.vq.current_codebook_size == 8
+    assert calls == []  # only the copies grew
+    train_steps(model, x, 3)
+    assert calls == [model.vq]
+
+
 def test_size_arguments():
     assert sfvq_ext.SFVQ(8, 6).codebook_size == sfvq_ext.SFVQ(8, codebook_size=64).codebook_size == 64
     with pytest.raises(ValueError, match="exactly one of them"):

@@ -218,6 +218,7 @@ def oracle(name: str) -> tuple[dict, dict]:
             train(step)
         for r, rep in enumerate(reps):
             records[r]["params"] = sw.params_of(rep)
+            records[r]["adam_steps"] = sw.adam_steps(rep, opts[r])
         if name == "frozen":
             for rep in reps:
                 rep.vq.freeze_codebook = False
@@ -374,6 +375,25 @@ def test_ddp_automatic_growth_in_step_on_both_ranks(ddp_run):
         assert torch.equal(a["codebook"], b["codebook"]), f"step {s}: the ranks' codebooks differ"
     assert_steps_match_oracle(ranks, oracle("grow"), "grow")
     assert_params_match_oracle(ranks[0]["params"], oracle("grow")[0]["params"], "grow")
+
+
+def test_ddp_growth_with_an_expand_hook_resetting_adam(ddp_run):
+    """The growth run again with the expand hook of SFVQ's docstring (the codebook's
+    Adam state dropped at each doubling) on both ranks: the ranks stay identical, every
+    step matches the oracle replicas (the same hook), the codebook's Adam state counts
+    only the 3 steps since the last doubling (every other parameter all 7), and the run
+    differs from the one without the hook."""
+    ranks = ddp_run.records("grow_reset")
+    want = oracle("grow_reset")
+    assert_ranks_identical(ranks, "params", "grow_reset")
+    assert_steps_match_oracle(ranks, want, "grow_reset")
+    assert_params_match_oracle(ranks[0]["params"], want[0]["params"], "grow_reset")
+    steps = sw.CONFIGS["grow_reset"]["steps"]
+    for record in (*ranks, *want):
+        assert record["adam_steps"] == {"enc.weight": steps, "enc.bias": steps, "vq.weight": 3,
+                                        "dec.weight": steps, "dec.bias": steps}
+    assert ddp_run.records("grow")[0]["adam_steps"]["vq.weight"] == steps
+    assert not torch.equal(ranks[0]["params"]["vq.weight"], ddp_run.records("grow")[0]["params"]["vq.weight"])
 
 
 # -- 5. FSDP2 ----------------------------------------------------------------------------------------
