@@ -10,8 +10,10 @@ is stated on :class:`SFVQ`.
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -94,6 +96,95 @@ _compiler_disable = getattr(torch, "_disable_dynamo", torch.compiler.disable)
 
 # How many recent seeded training forwards a checkpointed recomputation can go back to.
 _REPLAY_DEPTH = 64
+
+
+def _saved_tensors_pack_hook():
+    """The innermost saved-tensors pack hook in force (torch.autograd.graph), or None."""
+    top = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", lambda _: None)(True)
+    return None if top is None else inspect.unwrap(top[0])
+
+
+def _closure_value(fn, name: str):
+    code, cells = getattr(fn, "__code__", None), getattr(fn, "__closure__", None)
+    if code is None or cells is None or name not in code.co_freevars:
+        return None
+    return cells[code.co_freevars.index(name)].cell_contents
+
+
+def _checkpointed_region():
+    """The non-reentrant checkpointed region (``torch.utils.checkpoint``) a forward runs
+    in: the frame torch keeps for the region, which its pack hook holds; None outside a
+    region, in the reentrant mode (which keeps no frame), or on a torch that keeps it
+    elsewhere."""
+    hook = _saved_tensors_pack_hook()
+    if hook is None or not hook.__qualname__.startswith("_checkpoint_hook."):
+        return None
+    return _closure_value(hook, "frame")
+
+
+def _recomputed_region():
+    """The non-reentrant region whose recomputation is running (the frame its
+    recomputation's pack hook refers to), or None (the reentrant mode)."""
+    hook = _saved_tensors_pack_hook()
+    if hook is None or not hook.__qualname__.startswith("_recomputation_hook."):
+        return None
+    ref = _closure_value(hook, "target_frame_ref")
+    return ref() if isinstance(ref, weakref.ref) else None
+
+
+class _Replay:
+    """The ``rng_state`` of recent seeded training forwards, handed back to the same
+    forwards when activation checkpointing runs them again during backward, so that they
+    draw the same dither and noise. A record made in a non-reentrant region keeps a weak
+    reference to the region (:func:`_checkpointed_region`); the region's recomputation
+    takes its own records in their original order, whatever the order of the regions
+    and however many times the module ran in each or outside them. The reentrant mode
+    keeps no trace of its regions: its recomputation takes the latest record (regions are
+    recomputed latest first, one call each), and a second call in one recomputed region is
+    refused rather than given another call's state."""
+
+    def __init__(self, records=()):
+        self.records: list[tuple[Tensor, weakref.ref | None]] = list(records)
+        self.reentrant: weakref.ref | None = None  # the node of the reentrant recomputation underway
+
+    def record(self, state: Tensor) -> None:
+        region = _checkpointed_region()
+        self.records.append((state.clone(), None if region is None else weakref.ref(region)))
+        del self.records[:-_REPLAY_DEPTH]
+
+    def take(self) -> Tensor:
+        region = _recomputed_region()
+        if region is not None:
+            for i, (state, ref) in enumerate(self.records):
+                if ref is not None and ref() is region:
+                    del self.records[i]
+                    return state
+        # the reentrant mode (or a region this torch did not let us name): the latest record
+        if not self.records:
+            raise RuntimeError("SFVQ: a forward recomputed during backward (activation checkpointing) has no "
+                               "record of its original forward (was the state loaded or reseeded in between, "
+                               "or are reentrant checkpoints nested?)")
+        node = torch._C._current_autograd_node()  # the backward node that recomputes the region
+        if region is None and node is not None and self.reentrant is not None and self.reentrant() is node:
+            raise RuntimeError(
+                "SFVQ: the module runs more than once in one activation-checkpointed region recomputed "
+                "by the reentrant mode (use_reentrant=True), which cannot tell the calls apart; use "
+                "use_reentrant=False (torch's recommended mode) or give each call its own region")
+        try:
+            self.reentrant = weakref.ref(node)
+        except TypeError:  # None, or a node that takes no weak reference
+            self.reentrant = None
+        return self.records.pop()[0]
+
+    def clear(self) -> None:
+        self.records.clear()
+        self.reentrant = None
+
+    def __getstate__(self) -> dict:  # weak references do not pickle; a copy is in no region
+        return {"records": [(state, None) for state, _ in self.records]}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["records"])
 
 
 def _bits_from(bits, codebook_size) -> int:
@@ -208,8 +299,12 @@ class SFVQ(nn.Module):
     checkpointing (``torch.utils.checkpoint``, either mode) runs again during backward
     is recognised (it runs inside the backward pass) and draws the same dither and
     noise as the original, with no side effect, so the gradients are those of the
-    step's loss. A module called several times per step under checkpointing needs
-    each call in its own checkpointed region. Frozen means ``weight.requires_grad``
+    step's loss. A module may run several times per step, inside one region, in several
+    regions (recomputed in any order, nested) and outside them; each recomputed call
+    draws what its original drew. Only the reentrant mode (``use_reentrant=True``),
+    which leaves no trace of its regions, needs a seeded module's calls in separate
+    regions (two in one region raise ``RuntimeError``) recomputed latest first (as one
+    backward pass per step does). Frozen means ``weight.requires_grad``
     is off (``freeze_codebook``), as for any parameter, so ``DistributedDataParallel``
     needs no ``find_unused_parameters``.
 
@@ -281,7 +376,7 @@ class SFVQ(nn.Module):
         self._size, self._initialized, self._seeded = 2**start_bits, False, False
         self._state_key: tuple = ()
         # rng_state of recent seeded training forwards, for checkpointing's recompute.
-        self._replay: list[Tensor] = []
+        self._replay = _Replay()
         self._generator: torch.Generator | None = None
         # an OrderedDict, not a dict: RemovableHandle holds a weak reference to it
         self._expand_hooks: OrderedDict[int, Callable[[SFVQ], None]] = OrderedDict()
@@ -474,7 +569,7 @@ class SFVQ(nn.Module):
         (as after loading a state dict), and a Generator cannot cross ``spawn``. The
         expand hooks are left out too: they hold the training loop's objects (its
         optimizer), which a copy does not belong to."""
-        return {**super().__getstate__(), "_generator": None, "_state_key": (), "_replay": list(self._replay),
+        return {**super().__getstate__(), "_generator": None, "_state_key": (),
                 "_expand_hooks": OrderedDict()}
 
     def __setstate__(self, state: dict) -> None:
@@ -482,7 +577,8 @@ class SFVQ(nn.Module):
         # a module pickled before automatic growth and the state read from tensors
         self.__dict__.setdefault("grow_every", None)
         self.__dict__.setdefault("_state_key", ())
-        self.__dict__.setdefault("_replay", [])
+        if not isinstance(self.__dict__.get("_replay"), _Replay):  # absent, or a list before _Replay
+            self._replay = _Replay([(state, None) for state in self.__dict__.get("_replay", [])])
         self.__dict__.setdefault("_expand_hooks", OrderedDict())
         if "stage_steps" not in self._buffers:
             self.register_buffer("stage_steps", torch.zeros((), dtype=torch.int64, device=self.curve_size.device))
@@ -546,15 +642,9 @@ class SFVQ(nn.Module):
 
     def _stream_state(self, recomputing: bool) -> Tensor:
         """The ``rng_state`` a seeded module's forward draws from: the current one, or
-        for a recomputation the one its original forward used (the most recent original
-        forward not yet recomputed: checkpointed regions are recomputed in reverse
-        order). (Unseeded modules use the global RNG, which checkpointing restores itself.)"""
-        if not recomputing:
-            return self.rng_state
-        if not self._replay:
-            raise RuntimeError("SFVQ: a forward recomputed during backward (activation checkpointing) has no "
-                               "record of its original forward (was the state loaded or reseeded in between?)")
-        return self._replay.pop()
+        for a recomputation the one its original forward used (:class:`_Replay`).
+        (Unseeded modules use the global RNG, which checkpointing restores itself.)"""
+        return self._replay.take() if recomputing else self.rng_state
 
     # -- growth ------------------------------------------------------------
 
@@ -744,8 +834,7 @@ class SFVQ(nn.Module):
             self.stage_steps.add_(1)
             if seeded:
                 if not torch.compiler.is_compiling():
-                    self._replay.append(self.rng_state.clone())
-                    del self._replay[:-_REPLAY_DEPTH]
+                    self._replay.record(self.rng_state)
                 self.rng_state[3:].add_(1)
                 if not torch.compiler.is_compiling():
                     self._remember_state()

@@ -152,6 +152,73 @@ def test_checkpointing_in_eval_mode_and_several_regions(mode):
     assert torch.equal(q0, q1) and torch.equal(g0, x.grad)
 
 
+def _calls_and_regions(layout: str, vq, head, x, use: bool, recomputed: list) -> list[torch.Tensor]:
+    """The step's losses, backpropagated in the order given, for one arrangement of SFVQ
+    calls and non-reentrant checkpointed regions (``use=False``: the same calls without
+    checkpointing). ``recomputed`` gets each region's name as backward recomputes it."""
+    def block(name, scale):
+        def run(x):
+            if torch._C._current_graph_task_id() != -1:
+                recomputed.append(name)
+            q, _, loss = vq(head(x * scale))
+            return q.square().mean() + loss
+        return run
+
+    def region(fn, *args):
+        return checkpoint(fn, *args, use_reentrant=False) if use else fn(*args)
+
+    if layout == "two_calls_in_one_region":
+        return [region(lambda x: block("a", 1)(x) + block("a", 2)(x), x)]
+    if layout == "region_then_outside":
+        return [region(block("a", 1), x) + block("-", 2)(x)]
+    if layout == "outside_then_region":
+        return [block("-", 2)(x) + region(block("a", 1), x)]
+    if layout == "regions_backpropagated_in_forward_order":  # two losses, two backward passes (as in a GAN step)
+        return [region(block("a", 1), x), region(block("b", 2), x)]
+    if layout == "nested":
+        return [region(lambda x: block("outer", 1)(x) + region(block("inner", 2), x), x)]
+    raise AssertionError(layout)
+
+
+@pytest.mark.parametrize("layout", ["two_calls_in_one_region", "region_then_outside", "outside_then_region",
+                                    "regions_backpropagated_in_forward_order", "nested"])
+def test_non_reentrant_checkpointing_hands_each_call_its_own_draws(layout):
+    """However the calls of one seeded module sit in and around non-reentrant regions in
+    one step, the recomputed calls draw what their originals drew: the step's losses,
+    gradients and stream equal the step without checkpointing, bit for bit."""
+    results, recomputed = [], []
+    for use in (False, True):
+        torch.manual_seed(0)
+        vq, head = make_vq(), nn.Linear(6, 5)
+        x = host_input(False).requires_grad_()
+        losses = _calls_and_regions(layout, vq, head, x, use, recomputed)
+        for loss in losses:
+            loss.backward()
+        results.append((*[loss.detach() for loss in losses], vq.weight.grad, head.weight.grad, x.grad,
+                        vq.rng_state.clone()))
+        # every record made in a region was taken back (calls outside regions are never recomputed)
+        assert all(region is None for _, region in vq._replay.records)
+    (want, got) = results
+    assert all(torch.equal(a, b) for a, b in zip(want, got)), [float((a - b).abs().max()) for a, b in zip(want, got)]
+    if layout == "regions_backpropagated_in_forward_order":
+        assert recomputed == ["a", "b"]  # the order in which taking the latest record goes wrong
+    if layout == "two_calls_in_one_region":
+        assert recomputed == ["a", "a"]
+
+
+def test_reentrant_checkpointing_refuses_two_calls_in_one_region():
+    """The reentrant mode keeps no trace of its regions in the forward, so two calls of
+    a seeded module in one region cannot be told apart: refused, never silently swapped."""
+    vq, head = make_vq(), nn.Linear(6, 5)
+    x = host_input(False).requires_grad_()
+
+    def region(x):
+        return sum(q.square().mean() + loss for q, _, loss in (vq(head(x)), vq(head(2 * x))))
+
+    with pytest.raises(RuntimeError, match="more than once in one activation-checkpointed region.*use_reentrant=False"):
+        checkpoint(region, x, use_reentrant=True).backward()
+
+
 def test_recomputation_without_its_original_is_refused():
     vq = make_vq()
     x = torch.randn(16, 5, requires_grad=True)
