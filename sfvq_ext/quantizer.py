@@ -94,14 +94,26 @@ def _hash_normal(state: Tensor, n: int, salt: int) -> Tensor:
 _compiler_disable = getattr(torch, "_disable_dynamo", torch.compiler.disable)
 
 
-# How many recent seeded training forwards a checkpointed recomputation can go back to.
+# How many recent states drawn under no_grad a reentrant recomputation can go back to.
 _REPLAY_DEPTH = 64
 
 
-def _saved_tensors_pack_hook():
-    """The innermost saved-tensors pack hook in force (torch.autograd.graph), or None."""
-    top = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", lambda _: None)(True)
-    return None if top is None else inspect.unwrap(top[0])
+def _pack_hooks_in_force() -> list:
+    """The saved-tensors pack hooks in force (``torch.autograd.graph.saved_tensors_hooks``),
+    innermost first. torch shows only the innermost pair, so the stack is read by popping
+    every pair and pushing them back in their order."""
+    autograd = torch._C._autograd
+    if not autograd._saved_tensors_hooks_is_enabled():
+        return []
+    popped = []
+    try:
+        while (top := autograd._top_saved_tensors_default_hooks(True)) is not None:
+            popped.append(top)
+            autograd._pop_saved_tensors_default_hooks()
+    finally:
+        for pack, unpack in reversed(popped):
+            autograd._push_saved_tensors_default_hooks(pack, unpack)
+    return [inspect.unwrap(pack) for pack, _ in popped]
 
 
 def _closure_value(fn, name: str):
@@ -111,80 +123,106 @@ def _closure_value(fn, name: str):
     return cells[code.co_freevars.index(name)].cell_contents
 
 
-def _checkpointed_region():
-    """The non-reentrant checkpointed region (``torch.utils.checkpoint``) a forward runs
-    in: the frame torch keeps for the region, which its pack hook holds; None outside a
-    region, in the reentrant mode (which keeps no frame), or on a torch that keeps it
-    elsewhere."""
-    hook = _saved_tensors_pack_hook()
-    if hook is None or not hook.__qualname__.startswith("_checkpoint_hook."):
-        return None
-    return _closure_value(hook, "frame")
+def _checkpoint_regions() -> tuple[object | None, list]:
+    """Where a forward runs among non-reentrant checkpointed regions (``torch.utils.checkpoint``
+    keeps a frame per region; its pack hooks hold it): ``(recomputed, running)``, the frame
+    of the innermost region whose recomputation is running (None if none), and the frames of
+    the regions whose forward runs inside it (or anywhere, if none)."""
+    running = []
+    for hook in _pack_hooks_in_force():
+        name = getattr(hook, "__qualname__", "")
+        if name.startswith("_recomputation_hook."):
+            ref = _closure_value(hook, "target_frame_ref")
+            return (ref() if isinstance(ref, weakref.ref) else None), running
+        if name.startswith("_checkpoint_hook.") and (frame := _closure_value(hook, "frame")) is not None:
+            running.append(frame)
+    return None, running
 
 
-def _recomputed_region():
-    """The non-reentrant region whose recomputation is running (the frame its
-    recomputation's pack hook refers to), or None (the reentrant mode)."""
-    hook = _saved_tensors_pack_hook()
-    if hook is None or not hook.__qualname__.startswith("_recomputation_hook."):
-        return None
-    ref = _closure_value(hook, "target_frame_ref")
-    return ref() if isinstance(ref, weakref.ref) else None
+class _Draws:
+    """The stream states of one region's original forward, in order, and per backward
+    pass (graph task) how many of them its recomputation has taken."""
+
+    def __init__(self):
+        self.states: list[Tensor] = []
+        self.taken: dict[int, int] = {}
+
+    def take(self, where: str) -> Tensor:
+        task = torch._C._current_graph_task_id()
+        i = self.taken.get(task, 0)
+        if i >= len(self.states):
+            raise RuntimeError(f"SFVQ: {where} runs the module more often than its original forward did")
+        self.taken[task] = i + 1
+        return self.states[i]
 
 
 class _Replay:
-    """The ``rng_state`` of recent seeded training forwards, handed back to the same
-    forwards when activation checkpointing runs them again during backward, so that they
-    draw the same dither and noise. A record made in a non-reentrant region keeps a weak
-    reference to the region (:func:`_checkpointed_region`); the region's recomputation
-    takes its own records in their original order, whatever the order of the regions
-    and however many times the module ran in each or outside them. The reentrant mode
-    keeps no trace of its regions: its recomputation takes the latest record (regions are
-    recomputed latest first, one call each), and a second call in one recomputed region is
-    refused rather than given another call's state."""
+    """The ``rng_state`` of seeded training forwards, handed back to the same forwards when
+    activation checkpointing runs them again during backward, so that they draw the same
+    dither and noise.
 
-    def __init__(self, records=()):
-        self.records: list[tuple[Tensor, weakref.ref | None]] = list(records)
-        self.reentrant: weakref.ref | None = None  # the node of the reentrant recomputation underway
+    Non-reentrant regions: each forward's state is kept with every region it runs in
+    (nested regions included, weakly keyed by torch's frame of the region); a region's
+    recomputation takes its states in their original order, again from the first in each
+    backward pass (``retain_graph``, double backward). So any number of calls per region,
+    regions recomputed in any order, nested, and calls outside regions all replay exactly.
+    The reentrant mode keeps no trace of its regions in the forward, which it runs under
+    ``no_grad``: its recomputation takes the latest state drawn under ``no_grad`` (regions
+    are recomputed latest first), keeps it for later backward passes, and refuses a second
+    call in one region rather than give it another call's state."""
 
-    def record(self, state: Tensor) -> None:
-        region = _checkpointed_region()
-        self.records.append((state.clone(), None if region is None else weakref.ref(region)))
-        del self.records[:-_REPLAY_DEPTH]
+    def __init__(self, states=()):
+        self.regions: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # frame or node -> _Draws
+        self.no_grad: list[Tensor] = list(states)  # recent states drawn under no_grad (reentrant originals)
+
+    def record(self, state: Tensor, under_no_grad: bool) -> None:
+        state = state.clone()
+        for frame in _checkpoint_regions()[1]:
+            self.regions.setdefault(frame, _Draws()).states.append(state)
+        if under_no_grad:
+            self.no_grad.append(state)
+            del self.no_grad[:-_REPLAY_DEPTH]
 
     def take(self) -> Tensor:
-        region = _recomputed_region()
-        if region is not None:
-            for i, (state, ref) in enumerate(self.records):
-                if ref is not None and ref() is region:
-                    del self.records[i]
-                    return state
-        # the reentrant mode (or a region this torch did not let us name): the latest record
-        if not self.records:
-            raise RuntimeError("SFVQ: a forward recomputed during backward (activation checkpointing) has no "
-                               "record of its original forward (was the state loaded or reseeded in between, "
-                               "or are reentrant checkpoints nested?)")
-        node = torch._C._current_autograd_node()  # the backward node that recomputes the region
-        if region is None and node is not None and self.reentrant is not None and self.reentrant() is node:
-            raise RuntimeError(
-                "SFVQ: the module runs more than once in one activation-checkpointed region recomputed "
-                "by the reentrant mode (use_reentrant=True), which cannot tell the calls apart; use "
-                "use_reentrant=False (torch's recommended mode) or give each call its own region")
+        recomputed, running = _checkpoint_regions()
+        if recomputed is not None:
+            draws = self.regions.get(recomputed)
+            if draws is None:
+                raise RuntimeError("SFVQ: a forward recomputed during backward (activation checkpointing) has no "
+                                   "record of its original forward (was the state loaded or reseeded in between?)")
+            state = draws.take("a checkpointed region's recomputation")
+        else:
+            state = self._take_reentrant()
+        for frame in running:  # regions created by this recomputation: theirs to recompute later
+            self.regions.setdefault(frame, _Draws()).states.append(state)
+        return state
+
+    def _take_reentrant(self) -> Tensor:
+        node = torch._C._current_autograd_node()  # the reentrant region's backward node
         try:
-            self.reentrant = weakref.ref(node)
-        except TypeError:  # None, or a node that takes no weak reference
-            self.reentrant = None
-        return self.records.pop()[0]
+            draws = self.regions.get(node)
+        except TypeError:  # a node that takes no weak reference: not the reentrant checkpoint's
+            draws, node = None, None
+        if draws is None:
+            if not self.no_grad:
+                raise RuntimeError("SFVQ: a forward recomputed during backward (activation checkpointing) has no "
+                                   "record of its original forward (was the state loaded or reseeded in between, "
+                                   "or are reentrant checkpoints nested? use use_reentrant=False)")
+            draws = _Draws()
+            draws.states.append(self.no_grad.pop())
+            if node is not None:
+                self.regions[node] = draws
+        try:
+            return draws.take("one region recomputed by the reentrant mode")
+        except RuntimeError:
+            raise RuntimeError(
+                "SFVQ: the module runs more than once in one activation-checkpointed region recomputed by the "
+                "reentrant mode (use_reentrant=True), which cannot tell the calls apart; use "
+                "use_reentrant=False (torch's recommended mode) or give each call its own region") from None
 
     def clear(self) -> None:
-        self.records.clear()
-        self.reentrant = None
-
-    def __getstate__(self) -> dict:  # weak references do not pickle; a copy is in no region
-        return {"records": [(state, None) for state, _ in self.records]}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__init__(state["records"])
+        self.regions.clear()
+        self.no_grad.clear()
 
 
 def _bits_from(bits, codebook_size) -> int:
@@ -299,12 +337,20 @@ class SFVQ(nn.Module):
     checkpointing (``torch.utils.checkpoint``, either mode) runs again during backward
     is recognised (it runs inside the backward pass) and draws the same dither and
     noise as the original, with no side effect, so the gradients are those of the
-    step's loss. A module may run several times per step, inside one region, in several
-    regions (recomputed in any order, nested) and outside them; each recomputed call
-    draws what its original drew. Only the reentrant mode (``use_reentrant=True``),
-    which leaves no trace of its regions, needs a seeded module's calls in separate
-    regions (two in one region raise ``RuntimeError``) recomputed latest first (as one
-    backward pass per step does). Frozen means ``weight.requires_grad``
+    step's loss. With the non-reentrant mode (torch's recommended one) a module may run
+    any number of times per step, in one region, in several (recomputed in any order),
+    in nested ones and outside them, and backward may recompute them more than once
+    (``retain_graph``, double backward): each recomputed call draws what its original
+    drew. The reentrant mode (``use_reentrant=True``) leaves no trace of its regions, so
+    a seeded module there needs each call in a region of its own, recomputed latest
+    first (as one backward pass per step does); two calls in one region, or nested
+    reentrant regions, raise ``RuntimeError``. Known limit: under ``torch.compile`` a
+    checkpointed region's recomputation is compiled code, which this recognition does
+    not reach: a seeded module there gets the codebook gradients of other draws (the
+    compiled backward recomputes them from the advanced ``rng_state``), and an SFVQ
+    compiled on its own inside an eager region counts its step twice. An unseeded
+    module (torch's RNG, which compiled checkpointing replays) in a region of a
+    compiled model is exact. Frozen means ``weight.requires_grad``
     is off (``freeze_codebook``), as for any parameter, so ``DistributedDataParallel``
     needs no ``find_unused_parameters``.
 
@@ -569,7 +615,7 @@ class SFVQ(nn.Module):
         (as after loading a state dict), and a Generator cannot cross ``spawn``. The
         expand hooks are left out too: they hold the training loop's objects (its
         optimizer), which a copy does not belong to."""
-        return {**super().__getstate__(), "_generator": None, "_state_key": (),
+        return {**super().__getstate__(), "_generator": None, "_state_key": (), "_replay": list(self._replay.no_grad),
                 "_expand_hooks": OrderedDict()}
 
     def __setstate__(self, state: dict) -> None:
@@ -577,8 +623,7 @@ class SFVQ(nn.Module):
         # a module pickled before automatic growth and the state read from tensors
         self.__dict__.setdefault("grow_every", None)
         self.__dict__.setdefault("_state_key", ())
-        if not isinstance(self.__dict__.get("_replay"), _Replay):  # absent, or a list before _Replay
-            self._replay = _Replay([(state, None) for state in self.__dict__.get("_replay", [])])
+        self._replay = _Replay(self.__dict__.get("_replay", []))  # pickled as a list of states
         self.__dict__.setdefault("_expand_hooks", OrderedDict())
         if "stage_steps" not in self._buffers:
             self.register_buffer("stage_steps", torch.zeros((), dtype=torch.int64, device=self.curve_size.device))
@@ -824,6 +869,7 @@ class SFVQ(nn.Module):
     def _end_step(self, indices: Tensor, K: int, seeded: bool) -> None:
         """A training step's side effects, once per step (never in a recomputation):
         its rows counted, the stream advanced, the step counted toward growth."""
+        under_no_grad = not torch.is_grad_enabled()  # (the reentrant checkpoint's forward)
         with torch.no_grad():
             flat = indices.reshape(-1)
             step_counts = torch.zeros(K - 1, dtype=torch.int64, device=flat.device).index_add_(
@@ -834,7 +880,7 @@ class SFVQ(nn.Module):
             self.stage_steps.add_(1)
             if seeded:
                 if not torch.compiler.is_compiling():
-                    self._replay.record(self.rng_state)
+                    self._replay.record(self.rng_state, under_no_grad)
                 self.rng_state[3:].add_(1)
                 if not torch.compiler.is_compiling():
                     self._remember_state()

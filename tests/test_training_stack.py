@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import io
+import pickle
 from pathlib import Path
 
 import pytest
@@ -152,58 +153,88 @@ def test_checkpointing_in_eval_mode_and_several_regions(mode):
     assert torch.equal(q0, q1) and torch.equal(g0, x.grad)
 
 
-def _calls_and_regions(layout: str, vq, head, x, use: bool, recomputed: list) -> list[torch.Tensor]:
-    """The step's losses, backpropagated in the order given, for one arrangement of SFVQ
-    calls and non-reentrant checkpointed regions (``use=False``: the same calls without
-    checkpointing). ``recomputed`` gets each region's name as backward recomputes it."""
+# Arrangements of one seeded module's calls in and around checkpointed regions, one step
+# each: layout(block, region) -> the losses, where block(name, scale) is one call of the
+# module (plus the loss it feeds) and region(fn, x, reentrant=False) a checkpointed call.
+LAYOUTS = {
+    "two_calls_in_one_region": lambda block, region: [
+        region(lambda x: block("a", 1)(x) + block("a", 2)(x))],
+    "region_then_outside": lambda block, region: [region(block("a", 1)) + block("-", 2)(X)],
+    "outside_then_region": lambda block, region: [block("-", 2)(X) + region(block("a", 1))],
+    # two losses, two backward passes (as in a GAN step): the first region is recomputed first
+    "regions_backpropagated_in_forward_order": lambda block, region: [
+        region(block("a", 1)), region(block("b", 2))],
+    "nested_outer_call_first": lambda block, region: [
+        region(lambda x: block("outer", 1)(x) + region(block("inner", 2), x))],
+    "nested_inner_region_first": lambda block, region: [  # the outer's recomputation re-runs the inner region
+        region(lambda x: region(block("inner", 2), x) + block("outer", 1)(x))],
+    "reentrant_region_then_outside": lambda block, region: [
+        region(block("a", 1), reentrant=True) + block("-", 2)(X)],
+    "reentrant_then_non_reentrant": lambda block, region: [
+        region(block("a", 1), reentrant=True) + region(block("b", 2))],
+}
+X = object()  # stands for the step's input in LAYOUTS
+
+
+def _run_layout(layout: str, backward: str, use: bool, recomputed: list) -> tuple:
+    """One step of ``layout`` (``use=False``: the same calls without checkpointing) after a
+    warm-up step without checkpointing (whose stream state must not be mistaken for this
+    step's); ``backward``: "once", "twice" (retain_graph) or "gradient_penalty" (double
+    backward through the recomputed regions). Returns the losses, gradients and stream."""
+    torch.manual_seed(0)
+    vq, head = make_vq(), nn.Linear(6, 5)
+    x = host_input(False).requires_grad_()
+
     def block(name, scale):
         def run(x):
             if torch._C._current_graph_task_id() != -1:
                 recomputed.append(name)
             q, _, loss = vq(head(x * scale))
             return q.square().mean() + loss
-        return run
+        return lambda h=X: run(x if h is X else h)
 
-    def region(fn, *args):
-        return checkpoint(fn, *args, use_reentrant=False) if use else fn(*args)
+    def region(fn, h=X, reentrant=False):
+        h = x if h is X else h
+        return checkpoint(fn, h, use_reentrant=reentrant) if use else fn(h)
 
-    if layout == "two_calls_in_one_region":
-        return [region(lambda x: block("a", 1)(x) + block("a", 2)(x), x)]
-    if layout == "region_then_outside":
-        return [region(block("a", 1), x) + block("-", 2)(x)]
-    if layout == "outside_then_region":
-        return [block("-", 2)(x) + region(block("a", 1), x)]
-    if layout == "regions_backpropagated_in_forward_order":  # two losses, two backward passes (as in a GAN step)
-        return [region(block("a", 1), x), region(block("b", 2), x)]
-    if layout == "nested":
-        return [region(lambda x: block("outer", 1)(x) + region(block("inner", 2), x), x)]
-    raise AssertionError(layout)
+    block("warm-up", 3)(host_input(False, seed=9)).backward()
+    vq.zero_grad(), head.zero_grad()
+    recomputed.clear()
+    losses = LAYOUTS[layout](block, region)
+    for loss in losses:
+        if backward == "gradient_penalty":
+            (g,) = torch.autograd.grad(loss, x, create_graph=True)
+            (loss + g.square().sum()).backward()
+        else:
+            loss.backward(retain_graph=backward == "twice")
+            if backward == "twice":
+                loss.backward()
+    return (*[loss.detach() for loss in losses], vq.weight.grad, head.weight.grad, x.grad, vq.rng_state.clone())
 
 
-@pytest.mark.parametrize("layout", ["two_calls_in_one_region", "region_then_outside", "outside_then_region",
-                                    "regions_backpropagated_in_forward_order", "nested"])
-def test_non_reentrant_checkpointing_hands_each_call_its_own_draws(layout):
-    """However the calls of one seeded module sit in and around non-reentrant regions in
-    one step, the recomputed calls draw what their originals drew: the step's losses,
-    gradients and stream equal the step without checkpointing, bit for bit."""
-    results, recomputed = [], []
-    for use in (False, True):
-        torch.manual_seed(0)
-        vq, head = make_vq(), nn.Linear(6, 5)
-        x = host_input(False).requires_grad_()
-        losses = _calls_and_regions(layout, vq, head, x, use, recomputed)
-        for loss in losses:
-            loss.backward()
-        results.append((*[loss.detach() for loss in losses], vq.weight.grad, head.weight.grad, x.grad,
-                        vq.rng_state.clone()))
-        # every record made in a region was taken back (calls outside regions are never recomputed)
-        assert all(region is None for _, region in vq._replay.records)
-    (want, got) = results
-    assert all(torch.equal(a, b) for a, b in zip(want, got)), [float((a - b).abs().max()) for a, b in zip(want, got)]
-    if layout == "regions_backpropagated_in_forward_order":
-        assert recomputed == ["a", "b"]  # the order in which taking the latest record goes wrong
-    if layout == "two_calls_in_one_region":
-        assert recomputed == ["a", "a"]
+@pytest.mark.parametrize("layout,backward", [
+    (layout, backward) for layout in LAYOUTS for backward in ("once", "twice", "gradient_penalty")
+    if not (backward == "gradient_penalty" and "reentrant" in layout)])  # (torch.autograd.grad refuses reentrant)
+def test_checkpointing_hands_each_recomputed_call_its_own_draws(layout, backward):
+    """However the calls of one seeded module sit in and around checkpointed regions in one
+    step, and however often backward recomputes them, each recomputed call draws what its
+    original drew: the step's losses, gradients and stream equal the step without
+    checkpointing, bit for bit (a wrong draw moves the gradients by ~0.1)."""
+    recomputed = []
+    want = _run_layout(layout, backward, False, recomputed)
+    got = _run_layout(layout, backward, True, recomputed)
+    if "reentrant" in layout and backward == "twice":
+        # the reentrant mode accumulates its region's gradients in its own backward pass,
+        # so two passes add the same terms in another order: equal up to float32 rounding
+        for a, b in zip(want, got):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    else:
+        assert all(torch.equal(a, b) for a, b in zip(want, got)), \
+            [float((a - b).abs().max()) for a, b in zip(want, got)]
+    if (layout, backward) == ("regions_backpropagated_in_forward_order", "once"):
+        assert recomputed == ["a", "b"]  # the order in which taking the latest state goes wrong
+    if (layout, backward) == ("two_calls_in_one_region", "twice"):
+        assert recomputed == ["a", "a", "a", "a"]  # recomputed again by the second backward pass
 
 
 def test_reentrant_checkpointing_refuses_two_calls_in_one_region():
@@ -295,6 +326,45 @@ def test_vmap_over_the_ops_and_the_module_in_eval():
 
 # ---------------------------------------------------------------------------
 # torch.compile and torch.export
+
+def _compiled_checkpointed_steps(seeded: bool, compiled: bool) -> list[torch.Tensor]:
+    """Two steps of a model that checkpoints its block (non-reentrant) inside torch.compile
+    (``compiled=False``: the same model eager, without checkpointing)."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    vq, head = make_vq(seeded=seeded), nn.Linear(6, 5)
+    x = host_input(False).requires_grad_()
+
+    def block(x):
+        q, _, loss = vq(head(x))
+        return q.square().mean() + loss
+
+    step = torch.compile(lambda x: checkpoint(block, x, use_reentrant=False), backend="aot_eager") \
+        if compiled else block
+    out = []
+    for _ in range(2):
+        loss = step(x)
+        loss.backward()
+        out += [loss.detach(), vq.weight.grad.clone(), head.weight.grad.clone()]
+    return out + [vq.rng_state.clone(), vq.segment_counts.clone()]
+
+
+def test_checkpointing_inside_torch_compile_with_the_global_rng():
+    """An unseeded module (torch's RNG, which compiled checkpointing replays) in a
+    checkpointed region of a compiled model: the steps of the eager model, bit for bit."""
+    want, got = _compiled_checkpointed_steps(False, False), _compiled_checkpointed_steps(False, True)
+    assert all(torch.equal(a, b) for a, b in zip(want, got))
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "known limit (SFVQ docstring, docs/quantizer.md): a seeded module in a checkpointed region inside "
+    "torch.compile: the compiled backward recomputes the draws from rng_state after the step has advanced "
+    "it, so the codebook's gradients are those of other draws; use an unseeded module there"))
+def test_checkpointing_inside_torch_compile_with_a_seeded_module():
+    want, got = _compiled_checkpointed_steps(True, False), _compiled_checkpointed_steps(True, True)
+    assert torch.equal(want[0], got[0])  # the forward is right
+    assert all(torch.equal(a, b) for a, b in zip(want, got))
+
 
 def test_compiled_training_grows_as_eager_does():
     """Default compile (graph breaks allowed): the growth check runs between graphs."""
@@ -432,6 +502,20 @@ def test_torch_save_of_a_whole_model_and_deepcopy_continue_the_stream():
     for twin in twins:
         assert_same_steps(want, train_steps(twin, x, 3))  # across growth at step 3
     assert model.vq.current_codebook_size == 8
+
+
+def test_pickles_hold_the_recomputation_records_as_a_plain_list():
+    """A pickled module carries its recent no_grad stream states (what a reentrant
+    recomputation takes) as a list of tensors, as versions before the records had a class
+    wrote and read, so pickles load both ways."""
+    vq = make_vq()
+    with torch.no_grad():  # as the reentrant checkpoint runs its forward
+        vq(torch.randn(8, 5))
+    state = vq.__getstate__()
+    assert isinstance(state["_replay"], list) and len(state["_replay"]) == 1
+    assert torch.equal(state["_replay"][0], vq._replay.no_grad[0])
+    twin = pickle.loads(pickle.dumps(vq))
+    assert len(twin._replay.no_grad) == 1 and torch.equal(twin._replay.no_grad[0], vq._replay.no_grad[0])
 
 
 def test_safetensors_round_trip_resumes_mid_stage(tmp_path):
