@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import sys
 import warnings
 import weakref
 from collections import OrderedDict
@@ -19,6 +20,7 @@ from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
+import torch.utils.checkpoint
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
@@ -94,10 +96,6 @@ def _hash_normal(state: Tensor, n: int, salt: int) -> Tensor:
 _compiler_disable = getattr(torch, "_disable_dynamo", torch.compiler.disable)
 
 
-# How many recent states drawn under no_grad a reentrant recomputation can go back to.
-_REPLAY_DEPTH = 64
-
-
 def _pack_hooks_in_force() -> list:
     """The saved-tensors pack hooks in force (``torch.autograd.graph.saved_tensors_hooks``),
     innermost first. torch shows only the innermost pair, so the stack is read by popping
@@ -124,19 +122,36 @@ def _closure_value(fn, name: str):
 
 
 def _checkpoint_regions() -> tuple[object | None, list]:
-    """Where a forward runs among non-reentrant checkpointed regions (``torch.utils.checkpoint``
-    keeps a frame per region; its pack hooks hold it): ``(recomputed, running)``, the frame
-    of the innermost region whose recomputation is running (None if none), and the frames of
-    the regions whose forward runs inside it (or anywhere, if none)."""
+    """Where a forward runs among activation-checkpointed regions (``torch.utils.checkpoint``
+    has no public API for this): ``(recomputed, running)``. ``recomputed``: the innermost
+    non-reentrant region whose recomputation is running (torch's frame of the region, which
+    its recomputation's pack hook holds), else None. ``running``: the regions whose
+    original forward is running (inside that recomputation, if any): non-reentrant ones as
+    the frame their pack hook holds, reentrant ones as the ``ctx`` of the running
+    ``CheckpointFunction.forward``, which is also the backward node that will recompute it."""
     running = []
     for hook in _pack_hooks_in_force():
         name = getattr(hook, "__qualname__", "")
         if name.startswith("_recomputation_hook."):
             ref = _closure_value(hook, "target_frame_ref")
-            return (ref() if isinstance(ref, weakref.ref) else None), running
+            return (ref() if isinstance(ref, weakref.ref) else None), running + _reentrant_regions()
         if name.startswith("_checkpoint_hook.") and (frame := _closure_value(hook, "frame")) is not None:
             running.append(frame)
-    return None, running
+    return None, running + _reentrant_regions()
+
+
+_REENTRANT_FORWARD = getattr(getattr(torch.utils.checkpoint, "CheckpointFunction", None), "forward", None)
+
+
+def _reentrant_regions() -> list:
+    """The ``ctx`` of every ``CheckpointFunction.forward`` (the reentrant checkpoint) on the call stack."""
+    code = getattr(_REENTRANT_FORWARD, "__code__", None)
+    regions, frame = [], sys._getframe()
+    while frame is not None and code is not None:
+        if frame.f_code is code and frame.f_locals.get("ctx") is not None:
+            regions.append(frame.f_locals["ctx"])
+        frame = frame.f_back
+    return regions
 
 
 class _Draws:
@@ -147,11 +162,12 @@ class _Draws:
         self.states: list[Tensor] = []
         self.taken: dict[int, int] = {}
 
-    def take(self, where: str) -> Tensor:
+    def take(self) -> Tensor:
         task = torch._C._current_graph_task_id()
         i = self.taken.get(task, 0)
         if i >= len(self.states):
-            raise RuntimeError(f"SFVQ: {where} runs the module more often than its original forward did")
+            raise RuntimeError("SFVQ: a checkpointed region's recomputation runs the module more often than its "
+                               "original forward did")
         self.taken[task] = i + 1
         return self.states[i]
 
@@ -159,70 +175,43 @@ class _Draws:
 class _Replay:
     """The ``rng_state`` of seeded training forwards, handed back to the same forwards when
     activation checkpointing runs them again during backward, so that they draw the same
-    dither and noise.
+    dither and noise. Each forward's state is kept with every checkpointed region it runs
+    in (nested ones included; weakly keyed by torch's object for the region, so it goes
+    with the region's graph); a region's recomputation takes its states in their original
+    order, from the first again in each backward pass (``retain_graph``, double backward).
+    So any number of calls per region, regions recomputed in any order, nested regions,
+    both modes and calls outside regions all replay exactly."""
 
-    Non-reentrant regions: each forward's state is kept with every region it runs in
-    (nested regions included, weakly keyed by torch's frame of the region); a region's
-    recomputation takes its states in their original order, again from the first in each
-    backward pass (``retain_graph``, double backward). So any number of calls per region,
-    regions recomputed in any order, nested, and calls outside regions all replay exactly.
-    The reentrant mode keeps no trace of its regions in the forward, which it runs under
-    ``no_grad``: its recomputation takes the latest state drawn under ``no_grad`` (regions
-    are recomputed latest first), keeps it for later backward passes, and refuses a second
-    call in one region rather than give it another call's state."""
+    def __init__(self):
+        self.regions: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # region -> _Draws
 
-    def __init__(self, states=()):
-        self.regions: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # frame or node -> _Draws
-        self.no_grad: list[Tensor] = list(states)  # recent states drawn under no_grad (reentrant originals)
-
-    def record(self, state: Tensor, under_no_grad: bool) -> None:
-        state = state.clone()
-        for frame in _checkpoint_regions()[1]:
-            self.regions.setdefault(frame, _Draws()).states.append(state)
-        if under_no_grad:
-            self.no_grad.append(state)
-            del self.no_grad[:-_REPLAY_DEPTH]
+    def record(self, state: Tensor) -> None:
+        self._keep(state.clone(), _checkpoint_regions()[1])
 
     def take(self) -> Tensor:
         recomputed, running = _checkpoint_regions()
-        if recomputed is not None:
+        if recomputed is None:  # a reentrant region: its backward node recomputes it
+            recomputed = torch._C._current_autograd_node()
+        try:
             draws = self.regions.get(recomputed)
-            if draws is None:
-                raise RuntimeError("SFVQ: a forward recomputed during backward (activation checkpointing) has no "
-                                   "record of its original forward (was the state loaded or reseeded in between?)")
-            state = draws.take("a checkpointed region's recomputation")
-        else:
-            state = self._take_reentrant()
-        for frame in running:  # regions created by this recomputation: theirs to recompute later
-            self.regions.setdefault(frame, _Draws()).states.append(state)
+        except TypeError:  # None, or a node that takes no weak reference: no region of ours
+            draws = None
+        if draws is None:
+            raise RuntimeError("SFVQ: a forward recomputed during backward (activation checkpointing) has no "
+                               "record of its original forward (was the state loaded or reseeded in between?)")
+        state = draws.take()
+        self._keep(state, running)  # regions this recomputation runs anew: theirs to recompute later
         return state
 
-    def _take_reentrant(self) -> Tensor:
-        node = torch._C._current_autograd_node()  # the reentrant region's backward node
-        try:
-            draws = self.regions.get(node)
-        except TypeError:  # a node that takes no weak reference: not the reentrant checkpoint's
-            draws, node = None, None
-        if draws is None:
-            if not self.no_grad:
-                raise RuntimeError("SFVQ: a forward recomputed during backward (activation checkpointing) has no "
-                                   "record of its original forward (was the state loaded or reseeded in between, "
-                                   "or are reentrant checkpoints nested? use use_reentrant=False)")
-            draws = _Draws()
-            draws.states.append(self.no_grad.pop())
-            if node is not None:
-                self.regions[node] = draws
-        try:
-            return draws.take("one region recomputed by the reentrant mode")
-        except RuntimeError:
-            raise RuntimeError(
-                "SFVQ: the module runs more than once in one activation-checkpointed region recomputed by the "
-                "reentrant mode (use_reentrant=True), which cannot tell the calls apart; use "
-                "use_reentrant=False (torch's recommended mode) or give each call its own region") from None
+    def _keep(self, state: Tensor, regions: list) -> None:
+        for region in regions:
+            self.regions.setdefault(region, _Draws()).states.append(state)
 
     def clear(self) -> None:
         self.regions.clear()
-        self.no_grad.clear()
+
+    def __setstate__(self, state) -> None:  # (pickled by an earlier version: nothing to keep)
+        self.__init__()
 
 
 def _bits_from(bits, codebook_size) -> int:
@@ -337,14 +326,10 @@ class SFVQ(nn.Module):
     checkpointing (``torch.utils.checkpoint``, either mode) runs again during backward
     is recognised (it runs inside the backward pass) and draws the same dither and
     noise as the original, with no side effect, so the gradients are those of the
-    step's loss. With the non-reentrant mode (torch's recommended one) a module may run
-    any number of times per step, in one region, in several (recomputed in any order),
-    in nested ones and outside them, and backward may recompute them more than once
-    (``retain_graph``, double backward): each recomputed call draws what its original
-    drew. The reentrant mode (``use_reentrant=True``) leaves no trace of its regions, so
-    a seeded module there needs each call in a region of its own, recomputed latest
-    first (as one backward pass per step does); two calls in one region, or nested
-    reentrant regions, raise ``RuntimeError``. Known limit: under ``torch.compile`` a
+    step's loss. In either mode a module may run any number of times per step, in one
+    region, in several (recomputed in any order), in nested ones and outside them, and
+    backward may recompute them more than once (``retain_graph``, double backward):
+    each recomputed call draws what its original drew. Known limit: under ``torch.compile`` a
     checkpointed region's recomputation is compiled code, which this recognition does
     not reach: a seeded module there gets the codebook gradients of other draws (the
     compiled backward recomputes them from the advanced ``rng_state``), and an SFVQ
@@ -615,7 +600,7 @@ class SFVQ(nn.Module):
         (as after loading a state dict), and a Generator cannot cross ``spawn``. The
         expand hooks are left out too: they hold the training loop's objects (its
         optimizer), which a copy does not belong to."""
-        return {**super().__getstate__(), "_generator": None, "_state_key": (), "_replay": list(self._replay.no_grad),
+        return {**super().__getstate__(), "_generator": None, "_state_key": (), "_replay": [],
                 "_expand_hooks": OrderedDict()}
 
     def __setstate__(self, state: dict) -> None:
@@ -623,7 +608,7 @@ class SFVQ(nn.Module):
         # a module pickled before automatic growth and the state read from tensors
         self.__dict__.setdefault("grow_every", None)
         self.__dict__.setdefault("_state_key", ())
-        self._replay = _Replay(self.__dict__.get("_replay", []))  # pickled as a list of states
+        self._replay = _Replay()  # a copy is in no checkpointed region ("_replay" pickled as [], as before)
         self.__dict__.setdefault("_expand_hooks", OrderedDict())
         if "stage_steps" not in self._buffers:
             self.register_buffer("stage_steps", torch.zeros((), dtype=torch.int64, device=self.curve_size.device))
@@ -869,7 +854,6 @@ class SFVQ(nn.Module):
     def _end_step(self, indices: Tensor, K: int, seeded: bool) -> None:
         """A training step's side effects, once per step (never in a recomputation):
         its rows counted, the stream advanced, the step counted toward growth."""
-        under_no_grad = not torch.is_grad_enabled()  # (the reentrant checkpoint's forward)
         with torch.no_grad():
             flat = indices.reshape(-1)
             step_counts = torch.zeros(K - 1, dtype=torch.int64, device=flat.device).index_add_(
@@ -880,7 +864,7 @@ class SFVQ(nn.Module):
             self.stage_steps.add_(1)
             if seeded:
                 if not torch.compiler.is_compiling():
-                    self._replay.record(self.rng_state, under_no_grad)
+                    self._replay.record(self.rng_state)
                 self.rng_state[3:].add_(1)
                 if not torch.compiler.is_compiling():
                     self._remember_state()
