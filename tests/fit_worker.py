@@ -33,6 +33,7 @@ def ddp_check(rank: int) -> None:
     dist.all_gather(gathered, m.weight.detach())
     assert all(torch.equal(g, gathered[0]) for g in gathered), "codebooks differ across ranks under DDP"
     assert m.current_codebook_size == 8 and torch.isfinite(m.weight).all()
+    del ddp, opt  # the reducer and its gloo work go before the process group does
 
 
 def main() -> None:
@@ -66,6 +67,7 @@ def main() -> None:
     if dist.is_initialized():
         if args.ddp_check:
             ddp_check(dist.get_rank())
+        dist.barrier()  # both ranks done before either tears down (a rank aborted once at exit under load)
         dist.destroy_process_group()
 
 
