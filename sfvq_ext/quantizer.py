@@ -129,15 +129,16 @@ def _checkpoint_regions() -> tuple[object | None, list]:
     original forward is running (inside that recomputation, if any): non-reentrant ones as
     the frame their pack hook holds, reentrant ones as the ``ctx`` of the running
     ``CheckpointFunction.forward``, which is also the backward node that will recompute it."""
-    running = []
+    recomputed, running = None, []
     for hook in _pack_hooks_in_force():
         name = getattr(hook, "__qualname__", "")
         if name.startswith("_recomputation_hook."):
             ref = _closure_value(hook, "target_frame_ref")
-            return (ref() if isinstance(ref, weakref.ref) else None), running + _reentrant_regions()
+            recomputed = ref() if isinstance(ref, weakref.ref) else None
+            break
         if name.startswith("_checkpoint_hook.") and (frame := _closure_value(hook, "frame")) is not None:
             running.append(frame)
-    return None, running + _reentrant_regions()
+    return recomputed, running + _reentrant_regions()
 
 
 _REENTRANT_FORWARD = getattr(getattr(torch.utils.checkpoint, "CheckpointFunction", None), "forward", None)
@@ -209,9 +210,6 @@ class _Replay:
 
     def clear(self) -> None:
         self.regions.clear()
-
-    def __setstate__(self, state) -> None:  # (pickled by an earlier version: nothing to keep)
-        self.__init__()
 
 
 def _bits_from(bits, codebook_size) -> int:

@@ -516,7 +516,9 @@ def test_pickles_carry_no_recomputation_records_and_older_ones_load():
     checkpoint(vq, h, use_reentrant=False)  # a record pending in a region
     state = vq.__getstate__()
     assert state["_replay"] == []
-    for old in ([torch.zeros(4, dtype=torch.int64)], type(vq._replay).__new__(type(vq._replay))):
+    records_609a5b6 = type(vq._replay).__new__(type(vq._replay))  # that commit's record object, as unpickled
+    records_609a5b6.__dict__.update(records=[(torch.zeros(4, dtype=torch.int64), None)])
+    for old in ([torch.zeros(4, dtype=torch.int64)], records_609a5b6):
         twin = sfvq_ext.SFVQ.__new__(sfvq_ext.SFVQ)
         twin.__setstate__(dict(state, _replay=old))
         q, _, loss = checkpoint(twin, h, use_reentrant=False)
@@ -597,7 +599,7 @@ def test_growth_keeps_the_curve_and_reaches_the_configured_size():
     assert vq.codebook_size == 32 and "current_codebook_size=32" in repr(vq)
 
 
-def adam_steps(model: Host, x: torch.Tensor, steps: int, *, compiled=False, reset="hook"):
+def train_adam_resetting_at_growth(model: Host, x: torch.Tensor, steps: int, *, compiled=False, reset="hook"):
     """Adam steps on ``model``; at each doubling the codebook's Adam state is dropped,
     by an expand hook (``reset="hook"``) or by the loop itself when it sees the size
     change after the forward (``reset="loop"``, the oracle: no hook involved)."""
@@ -652,7 +654,7 @@ def test_expand_hook_resetting_adam_is_the_loop_resetting_it_itself(compiled):
         torch._dynamo.reset()
         torch.manual_seed(0)
         model = Host(make_vq(grow_every=3, size_bits=2), False)
-        optimizer = adam_steps(model, x, 8, compiled=compiled and reset == "hook", reset=reset)
+        optimizer = train_adam_resetting_at_growth(model, x, 8, compiled=compiled and reset == "hook", reset=reset)
         runs.append((model.state_dict(), optimizer))
     (want, _), (got, optimizer) = runs
     assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
