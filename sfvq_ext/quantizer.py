@@ -327,7 +327,10 @@ class SFVQ(nn.Module):
     step's loss. In either mode a module may run any number of times per step, in one
     region, in several (recomputed in any order), in nested ones and outside them, and
     backward may recompute them more than once (``retain_graph``, double backward):
-    each recomputed call draws what its original drew. Known limit: under ``torch.compile`` a
+    each recomputed call draws what its original drew. (Automatic growth between two
+    calls of one step changes the codebook under the step's graph: autograd refuses it,
+    reentrant checkpointing does not notice; pass ``grow_every=None`` and :meth:`expand`
+    between steps there.) Known limit: under ``torch.compile`` a
     checkpointed region's recomputation is compiled code, which this recognition does
     not reach: a seeded module there gets the codebook gradients of other draws (the
     compiled backward recomputes them from the advanced ``rng_state``), and an SFVQ
