@@ -29,7 +29,29 @@ def _check_torch_version() -> None:
 
 _check_torch_version()
 
-from . import _C  # noqa: E402  (registers the op schemas and the CPU kernels)
+
+def _import_extension():
+    """The compiled extension, or an ImportError that says where it is missing.
+    Python started in a clone after a non-editable install imports the clone's
+    sources, which hold no _C; Python's own message would blame a "circular import"."""
+    import importlib.util
+
+    if importlib.util.find_spec(f"{__name__}._C") is None:  # absent (a failing load raises its own error below)
+        from pathlib import Path
+
+        here = Path(__file__).resolve().parent
+        if (here.parent / "pyproject.toml").is_file():
+            raise ImportError(
+                f"sfvq_ext was imported from the source tree {here}, which holds no compiled extension (_C): "
+                "Python looks in the current directory first. Run it from another directory to use the "
+                "installed package, or build the clone in place with `bash setup.sh` (or pip install -e .)")
+        raise ImportError(f"sfvq_ext at {here} has no compiled extension (_C): reinstall it (pip install sfvq_ext)")
+    from . import _C
+
+    return _C
+
+
+_C = _import_extension()  # registers the op schemas and the CPU kernels
 
 
 def _load_cuda_kernels() -> str | None:

@@ -7,6 +7,7 @@
 import argparse
 import os
 import signal
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -51,7 +52,7 @@ def main() -> None:
     p.add_argument("--ddp-check", action="store_true")
     args = p.parse_args()
     if "WORLD_SIZE" in os.environ:
-        dist.init_process_group("gloo")
+        dist.init_process_group("gloo", timeout=timedelta(seconds=120))  # a lost peer fails, never hangs
     torch.set_num_threads(1)
 
     def kill_at(info):

@@ -1,5 +1,9 @@
 """Op registration, opcheck, torch.compile, and clear errors on bad input."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -49,6 +53,27 @@ def test_cuda_kernels_registered_exactly_when_built_and_torch_has_cuda():
     for op in OPS + ["dithered_quantize"]:
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"sfvq::{op}", "CPU")
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"sfvq::{op}", "CUDA") == info["cuda_kernels"]
+
+
+def test_importing_a_tree_without_the_extension_says_where_and_what_to_do(tmp_path):
+    """Python started in a clone after a non-editable install imports the clone's
+    sources, which hold no compiled _C: the error names the source tree and the way
+    out, where Python's own message blamed a circular import. Outside a clone it
+    says to reinstall. (The package is copied under another name, so that the
+    installed sfvq_ext cannot answer the import.)"""
+    init = Path(sfvq_ext.__file__).read_text()
+    for in_clone, words in ((True, ["source tree", "another directory", "setup.sh"]), (False, ["reinstall"])):
+        root = tmp_path / ("clone" if in_clone else "site")
+        (root / "copied").mkdir(parents=True)
+        (root / "copied" / "__init__.py").write_text(init)
+        if in_clone:
+            (root / "pyproject.toml").write_text("")
+        run = subprocess.run([sys.executable, "-c", "import copied"], cwd=root, capture_output=True, text=True,
+                             timeout=120)
+        assert run.returncode == 1, run.stderr
+        last = run.stderr.strip().splitlines()[-1]
+        assert last.startswith("ImportError:") and str(root / "copied") in last, last
+        assert all(w in last for w in words) and "circular" not in run.stderr, last
 
 
 @requires_cuda

@@ -3,6 +3,7 @@ usage statistics, state, torch.compile, autocast, DistributedDataParallel, bad i
 
 import math
 import warnings
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,10 @@ import torch.distributed as dist
 
 import sfvq_ext
 from sfvq_ext import quantizer, reference
+
+# The single-process groups below: a store or collective that never answers fails
+# the test within a minute instead of waiting out torch's default half hour.
+GROUP_TIMEOUT = timedelta(seconds=60)
 
 
 def trained_module(dim=6, bits=4, gradient="none", n=512, steps=30):
@@ -269,7 +274,8 @@ def test_autocast(dtype):
 def test_distributed_data_parallel_single_process(tmp_path):
     """DDP wrapping, lazy initialisation and expansion under a real process group
     (world size 1 here; the 2-process run is in test_distributed.py)."""
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1,
+                            timeout=GROUP_TIMEOUT)
     try:
         m = sfvq_ext.SFVQ(5, 3)
         ddp = torch.nn.parallel.DistributedDataParallel(m)
@@ -369,7 +375,8 @@ def world_of_one(tmp_path, monkeypatch):
             return _original(*args, **kwargs)
 
         monkeypatch.setattr(dist, name, spy)
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1,
+                            timeout=GROUP_TIMEOUT)
     try:
         yield calls
     finally:
