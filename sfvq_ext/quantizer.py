@@ -230,6 +230,19 @@ def _bits_from(bits, codebook_size) -> int:
     return bits
 
 
+def _check_start_sample(rows: Tensor, where: str, name: str, hint: str) -> None:
+    """A sample the curve starts from, flattened to ``(N, dim)``: at least 4 rows
+    (the norm quartiles of :func:`sfvq_ext.init_codebook`), all finite. The error
+    names the caller's method and argument, and the first bad row."""
+    if rows.shape[0] < 4:
+        raise ValueError(f"{where}: {name} must hold at least 4 rows of size {rows.shape[1]} to start the curve "
+                         f"from, got {rows.shape[0]}{hint}")
+    bad = ~torch.isfinite(rows).all(dim=1)
+    if bad.any():
+        raise ValueError(f"{where}: {name} contains NaN or Inf (first at row {int(bad.nonzero()[0])} of {name} "
+                         f"flattened to (N, {rows.shape[1]})), and the curve would start from it{hint}")
+
+
 def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
 
@@ -691,7 +704,9 @@ class SFVQ(nn.Module):
                             f"{sample.dtype if isinstance(sample, Tensor) else type(sample).__name__}")
         if sample.dim() < 1 or sample.shape[-1] != self.dim:
             raise ValueError(f"SFVQ.initialize: sample must have shape (n, {self.dim}), got {tuple(sample.shape)}")
-        codebook = ops.init_codebook(sample.detach().reshape(-1, self.dim).to(self.weight.dtype))
+        rows = sample.detach().reshape(-1, self.dim)
+        _check_start_sample(rows, "SFVQ.initialize", "sample", "")
+        codebook = ops.init_codebook(rows.to(self.weight.dtype))
         while codebook.shape[0] < 2**self.start_bits:
             codebook = ops.expand(codebook, self.expand_eps)
         codebook = codebook.to(self.weight.device)
@@ -710,7 +725,10 @@ class SFVQ(nn.Module):
             warnings.warn("SFVQ: initialising from this rank's batch with sync_codebook=False while torch.distributed "
                           "runs several ranks: each rank starts its own curve (pass sync_codebook=True under "
                           "DistributedDataParallel)", stacklevel=3)
-        self.initialize(x.detach().reshape(-1, self.dim))
+        rows = x.detach().reshape(-1, self.dim)
+        _check_start_sample(rows, "SFVQ.forward", "x", " (the first training batch starts the curve: give it 4 "
+                            "or more finite rows, or call initialize(sample) before training)")
+        self.initialize(rows)
 
     @torch.no_grad()
     def expand(self, eps: float | None = None) -> None:

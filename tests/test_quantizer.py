@@ -313,8 +313,31 @@ def test_bad_input():
     m.initialize(torch.randn(8, 4))
     with pytest.raises(ValueError, match="NaN"):
         m(torch.full((3, 4), float("nan")))
-    with pytest.raises(ValueError, match="n >= 4"):
+    with pytest.raises(ValueError, match=r"SFVQ.initialize: sample must hold at least 4 rows .* got 3"):
         sfvq_ext.SFVQ(4, 3).initialize(torch.randn(3, 4))
+
+
+@pytest.mark.parametrize("layout", ["last", "first", "fmap"])
+def test_a_first_batch_the_curve_cannot_start_from_names_forward_x_and_the_row(layout):
+    """The first training batch starts the curve; a batch too small or holding a
+    NaN/Inf is reported as forward's x (with the first bad row, counted as forward
+    flattens it), not as an argument of a function the user never called, and the
+    module stays uninitialised."""
+    kwargs = {"last": {}, "first": {"channel_last": False}, "fmap": {"accept_image_fmap": True}}[layout]
+    m = sfvq_ext.SFVQ(4, 3, **kwargs)
+    rows = torch.randn(6, 4)
+    rows[4, 2] = float("inf")
+    as_input = {"last": lambda r: r, "first": lambda r: r.T.unsqueeze(0),  # (1, 4, N): row n = position n
+                "fmap": lambda r: r.T.reshape(1, 4, r.shape[0], 1)}[layout]
+    with pytest.raises(ValueError, match=r"SFVQ.forward: x contains NaN or Inf \(first at row 4 .*initialize"):
+        m(as_input(rows))
+    with pytest.raises(ValueError, match=r"SFVQ.forward: x must hold at least 4 rows .* got 3 .*initialize"):
+        m(as_input(torch.randn(3, 4)))
+    with pytest.raises(ValueError, match=r"SFVQ.initialize: sample contains NaN or Inf \(first at row 4 "):
+        m.initialize(rows)
+    assert not m.initialized and not m.weight.detach().any()
+    m(as_input(rows[:4]))  # four finite rows start it
+    assert m.initialized
 
 
 # ---------------------------------------------------------------------------
