@@ -17,6 +17,7 @@ import warnings
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -241,6 +242,19 @@ def _check_start_sample(rows: Tensor, where: str, name: str, hint: str) -> None:
     if bad.any():
         raise ValueError(f"{where}: {name} contains NaN or Inf (first at row {int(bad.nonzero()[0])} of {name} "
                          f"flattened to (N, {rows.shape[1]})), and the curve would start from it{hint}")
+
+
+_LIBRARY_DIRS = tuple(str(Path(module.__file__).parent) + "/" for module in (ops, torch))
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` for ``warnings.warn`` (called by this function's caller)
+    that points at the first line outside sfvq_ext and torch: the user's call,
+    past nn.Module's call machinery and the compiler's wrappers."""
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_LIBRARY_DIRS):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _distributed() -> bool:
@@ -598,7 +612,8 @@ class SFVQ(nn.Module):
         self._set_curve(size, True)
         warnings.warn(f"SFVQ '{prefix}': the loaded state has a weight but no '{prefix}curve_size' / "
                       f"'{prefix}curve_initialized' (a partial or older state dict); its non-zero rows end at "
-                      f"row {last - 1}, so the module is initialised with current_codebook_size {size}", stacklevel=3)
+                      f"row {last - 1}, so the module is initialised with current_codebook_size {size}",
+                      stacklevel=_user_stacklevel())
 
     def extra_repr(self) -> str:
         flags = [name for name in ("accept_image_fmap", "sync_codebook", "freeze_codebook") if getattr(self, name)]
@@ -724,7 +739,7 @@ class SFVQ(nn.Module):
         if self.sync_codebook is False and _distributed() and dist.get_world_size() > 1:
             warnings.warn("SFVQ: initialising from this rank's batch with sync_codebook=False while torch.distributed "
                           "runs several ranks: each rank starts its own curve (pass sync_codebook=True under "
-                          "DistributedDataParallel)", stacklevel=3)
+                          "DistributedDataParallel)", stacklevel=_user_stacklevel())
         rows = x.detach().reshape(-1, self.dim)
         _check_start_sample(rows, "SFVQ.forward", "x", " (the first training batch starts the curve: give it 4 "
                             "or more finite rows, or call initialize(sample) before training)")

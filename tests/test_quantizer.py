@@ -1,6 +1,7 @@
 """The SFVQ module: what forward returns in each mode, gradient modes, growth,
 usage statistics, state, torch.compile, autocast, DistributedDataParallel, bad input."""
 
+import inspect
 import math
 import warnings
 from datetime import timedelta
@@ -462,6 +463,34 @@ def test_state_dict_is_all_tensors_and_safetensors_round_trips(tmp_path):
     assert torch.equal(vq.segment_usage, vq2.segment_usage)
     model.eval(), loaded.eval()
     assert torch.equal(model[1](model[0](x))[0], loaded[1](loaded[0](x))[0])
+
+
+def caught(call):
+    """Run call() and return its warnings as (message, filename, line number)."""
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        call()
+    return [(str(w.message), w.filename, w.lineno) for w in seen]
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_warnings_point_at_the_users_line(world_of_one, monkeypatch, compiled):
+    """Each warning of the module is reported at the user's line (here, this file),
+    past nn.Module's call machinery, a parent module and the compiler's wrappers:
+    the rank warning of a first batch without sync_codebook under several ranks,
+    and the weight loaded without its curve size."""
+    monkeypatch.setattr(dist, "get_world_size", lambda group=None: 2)
+    model = torch.nn.Sequential(torch.nn.Identity(), sfvq_ext.SFVQ(4, 3))
+    run = torch.compile(model, backend="aot_eager") if compiled else model
+    x = torch.randn(32, 4)
+    line = inspect.currentframe().f_lineno + 1
+    first = caught(lambda: run(x))
+    assert [(f, n) for m, f, n in first if "each rank starts its own curve" in m] == [(__file__, line)], first
+    state = {"1.weight": model[1].weight.detach().clone()}
+    fresh = torch.nn.Sequential(torch.nn.Identity(), sfvq_ext.SFVQ(4, 3))
+    line = inspect.currentframe().f_lineno + 1
+    loaded = caught(lambda: fresh.load_state_dict(state, strict=False))
+    assert [(f, n) for m, f, n in loaded if "no '1.curve_size'" in m] == [(__file__, line)], loaded
 
 
 def test_weight_without_size_counts_as_initialised_with_a_warning():
