@@ -107,6 +107,29 @@ def test_the_atlas_in_the_page_and_from_the_cli_is_the_probe_on_each_vector(expl
     assert Image.open(run / "atlas.png").size[0] >= 800
 
 
+def test_each_codebook_vector_is_rendered_once_for_its_thumbnail_and_probe_score(explored, tmp_path):
+    """The strip's thumbnails and the atlas's probe scores come from one render of
+    each codebook vector (each is also a frame of the slider, rendered at that
+    coordinate): rendered twice in all, not three times."""
+    _, adapter, codebook = explored
+    rendered = []
+    render = adapter.render
+
+    def counting_render(latents, **kwargs):
+        rendered.append(latents.detach().clone())
+        return render(latents, **kwargs)
+
+    adapter.render = counting_render
+    try:
+        write_explorer(adapter, codebook, tmp_path / "page", top=2, probe=lambda images: images.mean(dim=(2, 3)),
+                       progress=False)
+    finally:
+        del adapter.render
+    rows = torch.cat([w for w in rendered if w.dim() == 2]).to(codebook.dtype)  # W+ batches (n, L, D) are edits
+    times = [int((rows == c).all(dim=1).sum()) for c in codebook]
+    assert times == [2] * len(codebook), times
+
+
 def test_frame_coordinates_cap():
     assert frame_coordinates(8).tolist() == [i / 4 for i in range(29)]
     c = frame_coordinates(1024, max_frames=256)

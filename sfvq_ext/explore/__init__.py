@@ -22,7 +22,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..checkpoint import atomic_write_bytes
-from ..interpret import edit_grid, factor_tracks, image_grid, layer_groups, rank_segments, save_png, to_uint8
+from ..interpret import FactorTracks, call_probe, edit_grid, image_grid, layer_groups, rank_segments, save_png, to_uint8
+from ..interpret import probe_names as score_names  # write_explorer's argument probe_names is the user's list
 from .page import render_page
 
 STEPS = (-2.0, -1.0, 0.0, 1.0, 2.0)  # edit grid columns, in edit steps
@@ -44,15 +45,15 @@ def _resized(images: Tensor, px: int) -> Tensor:
     return F.interpolate(images, size=size, mode="area")
 
 
-def _render_small(adapter, latents: Tensor, px: int, batch_size: int, progress: bool, desc: str):
-    """Render ``latents`` batch by batch and downsample each batch at once (yields
-    ``(index, image)``): K = 1024 renders of 1024 px would need 12 GiB held together."""
+def _render_batches(adapter, latents: Tensor, batch_size: int, progress: bool, desc: str):
+    """Render ``latents`` batch by batch (yields ``(start, images)``), so that one
+    batch of full-size renders is held at a time: K = 1024 renders of 1024 px would
+    need 12 GiB held together."""
     bar = tqdm(total=len(latents), desc=desc, unit="image", disable=not progress)
     for start in range(0, len(latents), batch_size):
-        batch = _resized(adapter.render(latents[start : start + batch_size], batch_size=batch_size, progress=False), px)
-        for k, image in enumerate(batch):
-            yield start + k, image
-        bar.update(len(batch))
+        images = adapter.render(latents[start : start + batch_size], batch_size=batch_size, progress=False)
+        yield start, images
+        bar.update(len(images))
     bar.close()
 
 
@@ -111,26 +112,32 @@ def write_explorer(adapter, codebook: Tensor, out_dir, *, latents: Tensor | None
     coords = frame_coordinates(K, max_frames, frames_per_segment)
     points = decode(coords, codebook.double()).to(torch.promote_types(codebook.dtype, torch.float32))
     frames = []
-    for k, image in _render_small(adapter, points, frame_px, batch_size, progress, "frames"):
-        name = f"frames/f{k:04d}.png"
-        save_png(to_uint8(image[None])[0], out / name)
-        u = coords[k].item()
-        j = min(int(u), K - 2)
-        frames.append({"file": name, "u": u, "segment": j, "t": u - j})
+    for start, images in _render_batches(adapter, points, batch_size, progress, "frames"):
+        for k, image in enumerate(to_uint8(_resized(images, frame_px)), start):
+            name = f"frames/f{k:04d}.png"
+            save_png(image, out / name)
+            u = coords[k].item()
+            j = min(int(u), K - 2)
+            frames.append({"file": name, "u": u, "segment": j, "t": u - j})
     stages.update()
 
-    stages.set_postfix_str("codebook thumbnails")
-    strip = []
-    for i, image in _render_small(adapter, codebook, thumb_px, batch_size, progress, "thumbnails"):
-        name = f"strip/c{i:04d}.png"
-        save_png(to_uint8(image[None])[0], out / name)
-        strip.append({"file": name, "frame": int(torch.argmin((coords - i).abs()))})
+    # One pass over the codebook's renders: thumbnails, and the probe's scores for the atlas.
+    stages.set_postfix_str("codebook thumbnails" + ("" if probe is None else " and the probe on every vector"))
+    strip, scores = [], []
+    for start, images in _render_batches(adapter, codebook, batch_size, progress, "codebook"):
+        if probe is not None:
+            scores.append(call_probe(probe, images))
+        for i, image in enumerate(to_uint8(_resized(images, thumb_px)), start):
+            name = f"strip/c{i:04d}.png"
+            save_png(image, out / name)
+            strip.append({"file": name, "frame": int(torch.argmin((coords - i).abs()))})
     stages.update()
 
-    stages.set_postfix_str("the atlas: the probe on every codebook vector")
+    stages.set_postfix_str("the atlas")
     atlas = None
     if probe is not None:
-        tracks = factor_tracks(adapter, codebook, probe, names=probe_names, batch_size=batch_size, progress=False)
+        scores = torch.cat(scores)
+        tracks = FactorTracks(scores, score_names(probe, scores.shape[1], probe_names))
         atlas = {"names": tracks.names, "values": tracks.normalized().tolist(),
                  "low": tracks.scores.min(0).values.tolist(), "high": tracks.scores.max(0).values.tolist(),
                  "panoptic": list(tracks.panoptic_by_name().values())}
