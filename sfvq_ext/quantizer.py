@@ -360,7 +360,9 @@ class SFVQ(nn.Module):
     between steps there.) Known limit: under ``torch.compile`` a
     checkpointed region's recomputation is compiled code, which this recognition does
     not reach: a seeded module there gets the codebook gradients of other draws (the
-    compiled backward recomputes them from the advanced ``rng_state``), and an SFVQ
+    compiled backward recomputes them from the advanced ``rng_state``: torch's
+    partitioner recomputes reads of a buffer the forward mutates, an open torch bug,
+    pytorch/pytorch#197039), and an SFVQ
     compiled on its own inside an eager region counts its step twice. An unseeded
     module (torch's RNG, which compiled checkpointing replays) in a region of a
     compiled model is exact. Frozen means ``weight.requires_grad``
