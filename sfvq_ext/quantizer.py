@@ -308,6 +308,10 @@ class SFVQ(nn.Module):
     the codebook's state afresh at each doubling trains better than leaving it (6%
     lower there); an unchanged loop cannot do that, a loop that holds the optimizer can,
     with an expand hook: ``vq.register_expand_hook(lambda vq: optimizer.state.pop(vq.weight, None))``.
+    An EMA copy (``torch.optim.swa_utils.AveragedModel``) averages ``weight`` row by
+    row, and a doubling puts other vertices in the rows: grow the copy with the layer,
+    ``vq.register_expand_hook(lambda vq: ema.module.expand())``, and keep its default
+    ``use_buffers=False`` (measured in ``benchmarks/ema_growth.py``).
 
     **Precision.** The search runs in the wider of the input's and the codebook's
     dtypes (a bfloat16 codebook never rounds float32 inputs; float16 inputs against a
@@ -467,7 +471,8 @@ class SFVQ(nn.Module):
             rows = self.weight.shape[0]
             if size < 4 or size > rows or size & (size - 1):
                 raise ValueError(f"SFVQ: buffer 'curve_size' holds {size}; expected a power of two in [4, {rows}] "
-                                 f"(the rows of 'weight')")
+                                 f"(the rows of 'weight'). Was it written from outside, or averaged? An EMA copy "
+                                 f"(AveragedModel) must copy the buffers: keep use_buffers=False")
             self._size, self._initialized, self._seeded = size, bool(initialized), bool(seeded)
             self._state_key = key
         return self._size, self._initialized, self._seeded

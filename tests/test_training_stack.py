@@ -265,6 +265,47 @@ def test_recomputation_without_its_original_is_refused():
 # ---------------------------------------------------------------------------
 # torch.func
 
+def ema_of_a_growing_layer(grow_ema: bool, decay: float = 0.9):
+    """12 Adam steps of a layer that doubles at steps 5 and 9, with an EMA copy
+    (torch's AveragedModel) updated after each; beside it the EMA computed by hand
+    vertex by vertex (a doubling grows the averaged curve with the layer's rule).
+    Returns the layer, the EMA model and the hand-made EMA curve."""
+    vq = make_vq(size_bits=2, grow_every=4, seeded=False)
+    ema = torch.optim.swa_utils.AveragedModel(
+        vq, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay))
+    if grow_ema:
+        vq.register_expand_hook(lambda layer: ema.module.expand())
+    optimizer = torch.optim.Adam(vq.parameters(), lr=0.05)
+    torch.manual_seed(0)
+    by_hand = None
+    for _ in range(12):
+        size = vq.current_codebook_size
+        quantized, _, loss = vq(torch.randn(64, 5))
+        optimizer.zero_grad()
+        (quantized.square().mean() + loss).backward()
+        optimizer.step()
+        ema.update_parameters(vq)
+        live = vq.codebook.detach()
+        if by_hand is not None and vq.current_codebook_size > size:
+            by_hand = sfvq_ext.expand(by_hand, vq.expand_eps)
+        by_hand = live.clone() if by_hand is None else torch.lerp(by_hand, live, 1 - decay)
+    return vq, ema, by_hand
+
+
+def test_an_ema_copy_grown_with_the_layer_averages_each_vertex_with_itself():
+    """AveragedModel averages weight row by row, but a doubling puts other vertices
+    in the rows. Grown with the layer by an expand hook (docs/quantizer.md), the
+    copy equals the EMA of each vertex computed by hand; left alone it averages
+    vertices that have nothing to do with each other. Its curve size follows the
+    layer's either way (torch copies the buffers)."""
+    vq, ema, by_hand = ema_of_a_growing_layer(grow_ema=True)
+    assert vq.current_codebook_size == ema.module.current_codebook_size == 16
+    torch.testing.assert_close(ema.module.codebook.detach(), by_hand, rtol=0, atol=1e-6)
+    _, alone, by_hand = ema_of_a_growing_layer(grow_ema=False)
+    assert alone.module.current_codebook_size == 16
+    assert (alone.module.codebook.detach() - by_hand).abs().max() > 0.1
+
+
 def test_functional_call_uses_the_state_it_is_given():
     """The issue's case: a 16-vector host called with an 8-vector module's state."""
     host = sfvq_ext.SFVQ(4, 4, start_bits=4)
