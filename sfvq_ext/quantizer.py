@@ -757,16 +757,26 @@ class SFVQ(nn.Module):
         """Double the codebook without changing the curve's shape (:func:`sfvq_ext.expand`).
         Resets the usage counts and ``stage_steps``, then calls the expand hooks
         (:meth:`register_expand_hook`). Called by automatic growth (``grow_every``) or
-        by hand. Optimizer state for ``weight`` keeps its shape but belongs to the old
+        by hand. A gradient accumulated in ``weight.grad`` (gradient accumulation over
+        micro-batches) grows by the same linear map as the curve, so a step after the
+        doubling equals the step before it, then the doubling (SGD; up to rounding).
+        Optimizer state for ``weight`` keeps its shape but belongs to the old
         vertices (see "Growth" on :class:`SFVQ` for what to do with it).
         Deterministic: ranks that agree before agree after, with no collective."""
         if not self.initialized:
             raise RuntimeError("SFVQ.expand: the codebook is not initialised yet (train on a batch or call initialize)")
         if self.current_codebook_size >= 2**self.bits:
             raise ValueError(f"SFVQ.expand: the codebook already has its full size 2**bits = {2**self.bits}")
-        grown = ops.expand(self.codebook, self.expand_eps if eps is None else eps)
-        self.weight[: grown.shape[0]] = grown
-        self._set_curve(grown.shape[0], True)
+        eps = self.expand_eps if eps is None else eps
+        size = self.current_codebook_size
+        self.weight[: 2 * size] = ops.expand(self.codebook, eps)
+        grad = self.weight.grad
+        if grad is not None:
+            # Each new row is a fixed mix of old ones (ops.expand is linear), so is its gradient. A
+            # non-finite one (a float16 overflow, which GradScaler then skips) stays non-finite.
+            old = grad[:size]
+            grad[: 2 * size] = ops.expand(old, eps) if bool(torch.isfinite(old).all()) else float("nan")
+        self._set_curve(2 * size, True)
         self.reset_usage()
         for hook in list(self._expand_hooks.values()):
             hook(self)

@@ -265,6 +265,55 @@ def test_recomputation_without_its_original_is_refused():
 # ---------------------------------------------------------------------------
 # torch.func
 
+def accumulate(vq: sfvq_ext.SFVQ, batches, expand_after: int | None = None) -> None:
+    """Gradient accumulation: backward through each batch without a step between
+    (``expand()`` by hand after batch ``expand_after``)."""
+    for i, x in enumerate(batches):
+        quantized, _, loss = vq(x)
+        (quantized.square().mean() + loss).backward()
+        if i == expand_after:
+            vq.expand()
+
+
+def test_a_gradient_accumulated_before_a_doubling_grows_with_the_curve():
+    """Gradient accumulation across a doubling: the codebook's gradient so far grows
+    by the same linear map as the curve (each new vertex is a fixed mix of old ones),
+    so an SGD step after the doubling lands where the step before it, then the
+    doubling, lands. It used to stay in its rows, which then hold other vertices."""
+    batches = [torch.randn(64, 5, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    stepped_first, grown_first = make_vq(size_bits=2), make_vq(size_bits=2)
+    for vq in (stepped_first, grown_first):
+        accumulate(vq, batches)
+    torch.optim.SGD([stepped_first.weight], lr=0.5).step()
+    stepped_first.expand()
+    grown_first.expand()
+    torch.optim.SGD([grown_first.weight], lr=0.5).step()
+    assert grown_first.current_codebook_size == 8
+    torch.testing.assert_close(grown_first.codebook, stepped_first.codebook, rtol=0, atol=1e-6)
+    not_stepped = make_vq(size_bits=2)
+    not_stepped.expand()
+    assert (stepped_first.codebook - not_stepped.codebook).abs().max() > 0.01  # the step is no rounding error
+    # a non-finite gradient (a float16 overflow, which GradScaler skips) stays non-finite, and the rows
+    # past the curve keep theirs
+    overflowed = make_vq(size_bits=2)
+    overflowed.weight.grad = torch.zeros_like(overflowed.weight)
+    overflowed.weight.grad[1, 2] = float("inf")
+    overflowed.expand()
+    assert overflowed.weight.grad[:8].isnan().all() and not overflowed.weight.grad[8:].any()
+
+
+def test_automatic_growth_between_micro_batches_equals_expand_by_hand():
+    """The growth that a micro-batch's forward starts treats the gradient accumulated
+    so far as expand() between the micro-batches does, bit for bit."""
+    batches = [torch.randn(64, 5, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    automatic, by_hand = make_vq(size_bits=2, grow_every=2), make_vq(size_bits=2)
+    accumulate(automatic, batches)  # the third forward grows the curve (2 steps at 4 vectors)
+    accumulate(by_hand, batches, expand_after=1)
+    assert automatic.current_codebook_size == by_hand.current_codebook_size == 8
+    assert torch.equal(automatic.weight.grad, by_hand.weight.grad)
+    assert torch.equal(automatic.weight, by_hand.weight)
+
+
 def ema_of_a_growing_layer(grow_ema: bool, decay: float = 0.9):
     """12 Adam steps of a layer that doubles at steps 5 and 9, with an EMA copy
     (torch's AveragedModel) updated after each; beside it the EMA computed by hand
