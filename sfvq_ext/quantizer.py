@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 import sys
 import warnings
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -244,7 +244,7 @@ def _check_start_sample(rows: Tensor, where: str, name: str, hint: str) -> None:
                          f"flattened to (N, {rows.shape[1]})), and the curve would start from it{hint}")
 
 
-_LIBRARY_DIRS = tuple(str(Path(module.__file__).parent) + "/" for module in (ops, torch))
+_LIBRARY_DIRS = tuple(os.path.join(os.path.dirname(module.__file__), "") for module in (ops, torch))
 
 
 def _user_stacklevel() -> int:
