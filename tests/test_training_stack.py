@@ -263,7 +263,9 @@ def test_recomputation_without_its_original_is_refused():
 
 
 # ---------------------------------------------------------------------------
-# torch.func
+# A doubling under what holds per-row state of the codebook: an accumulated
+# gradient, an EMA copy (for Adam's state see the expand-hook tests further down
+# and in test_training_stack_distributed.py)
 
 def accumulate(vq: sfvq_ext.SFVQ, batches, expand_after: int | None = None) -> None:
     """Gradient accumulation: backward through each batch without a step between
@@ -354,6 +356,9 @@ def test_an_ema_copy_grown_with_the_layer_averages_each_vertex_with_itself():
     assert alone.module.current_codebook_size == 16
     assert (alone.module.codebook.detach() - by_hand).abs().max() > 0.1
 
+
+# ---------------------------------------------------------------------------
+# torch.func
 
 def test_functional_call_uses_the_state_it_is_given():
     """The issue's case: a 16-vector host called with an 8-vector module's state."""
