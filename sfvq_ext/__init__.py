@@ -44,7 +44,8 @@ def _import_extension():
             raise ImportError(
                 f"sfvq_ext was imported from the source tree {here}, which holds no compiled extension (_C): "
                 "Python looks in the current directory first. Run it from another directory to use the "
-                "installed package, or build the clone in place with `bash setup.sh` (or pip install -e .)")
+                "installed package, or use the clone's own editable install (`bash setup.sh`, then "
+                ".venv/bin/python)")
         raise ImportError(f"sfvq_ext at {here} has no compiled extension (_C): reinstall it (pip install sfvq_ext)")
     from . import _C
 
