@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 
 import sfvq_ext
+from worker_exit import exit_without_finalizing  # tests/, the script's directory
 
 
 def ddp_check(rank: int) -> None:
@@ -74,3 +75,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    exit_without_finalizing()
